@@ -1,0 +1,3 @@
+from hive_init.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,318 @@
+"""Loading a config file: TOML → `${VAR}` expansion → field-by-field validation → graph check.
+
+Every failure is a ConfigError whose text is one line naming the file, program and field.
+"""
+
+import os
+import pwd
+import grp
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+from hive_init.config.errors import ConfigError
+from hive_init.config.expand import UnsetVariable, expand
+from hive_init.config.fields import Table
+from hive_init.config.graph import find_cycle
+from hive_init.config.model import Backoff, Config, InitSpec, LogFile, Probe, ProgramSpec, RunAs
+
+DEFAULT_PATH = "/etc/hive-init/hive-init.toml"
+KINDS = ("command", "postgres")
+CONDITIONS = ("started", "ready", "completed")
+
+
+def default_control_socket() -> str:
+    if os.geteuid() == 0:
+        return "/run/hive-init.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "hive-init.sock") if runtime else f"/tmp/hive-init-{os.geteuid()}.sock"
+
+
+def load(path: str, env: Mapping[str, str] | None = None) -> Config:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(path, f"cannot read config: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, f"not UTF-8 text (byte {e.start})") from None
+    return loads(text, path, env)
+
+
+def loads(text: str, path: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, f"invalid TOML: {e}") from None
+    secrets: set[str] = set()
+    raw = _expand_all(raw, path, "", os.environ if env is None else env, secrets)
+    top = Table(raw, path, "")
+    init = _init(top.table("init", {}) or Table({}, path, "init"))
+    programs_table = top.table("programs", {})
+    top.done({"init", "programs"})
+    assert programs_table is not None
+    programs: dict[str, ProgramSpec] = {}
+    for name in programs_table.data:
+        programs[name] = _program(name, programs_table.table(name), secrets)
+    if not programs:
+        raise ConfigError(path, "programs: no program is configured (add a [programs.NAME] table)")
+    for spec in programs.values():
+        for dep, _ in spec.depends_on:
+            if dep not in programs:
+                raise ConfigError(path, f"programs.{spec.name}.depends_on.{dep}: no program named {dep!r}")
+    cycle = find_cycle(programs)
+    if cycle:
+        raise ConfigError(path, f"programs: dependency cycle {' -> '.join(cycle)}")
+    return Config(path=path, init=init, programs=programs, secrets=frozenset(s for s in secrets if len(s) >= 3))
+
+
+def _expand_all(value: Any, path: str, where: str, env: Mapping[str, str], secrets: set[str]) -> Any:
+    if isinstance(value, str):
+        try:
+            return expand(value, env, secrets)
+        except UnsetVariable as e:
+            raise ConfigError(path, f"{where}: {e}") from None
+    if isinstance(value, list):
+        return [_expand_all(v, path, f"{where}[{i}]", env, secrets) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand_all(v, path, f"{where}.{k}" if where else k, env, secrets) for k, v in value.items()}
+    return value
+
+
+_INIT_FIELDS = {"shutdown_timeout", "log_format", "log_level", "http", "control_socket", "output_buffer_lines"}
+
+
+def _init(t: Table) -> InitSpec:
+    t.reject_unknown(_INIT_FIELDS)
+    http = t.raw("http", "127.0.0.1:9900")
+    if http in ("", False):
+        address = None
+    elif isinstance(http, str):
+        address = _host_port(t, "http", http)
+    else:
+        raise t.error("http", "expected \"host:port\", or false to disable the endpoint")
+    spec = InitSpec(
+        shutdown_timeout=t.duration("shutdown_timeout", 25.0),
+        log_format=t.choice("log_format", ("json", "console", "auto"), "auto"),
+        log_level=t.choice("log_level", ("debug", "info", "warning", "error"), "info"),
+        http=address,
+        control_socket=t.string("control_socket", "") or default_control_socket(),
+        output_buffer_lines=t.integer("output_buffer_lines", 1000, minimum=1, maximum=1_000_000),
+    )
+    t.done()
+    return spec
+
+
+def _host_port(t: Table, key: str, text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise t.error(key, f"expected \"host:port\" (got {text!r})")
+    return host, int(port)
+
+
+_COMMON = {
+    "kind", "command", "shell", "directory", "user", "group", "environment", "priority", "depends_on",
+    "oneshot", "autostart", "restart", "exit_codes", "backoff", "max_restarts", "restart_window", "critical",
+    "stop_signal", "stop_timeout", "kill_group", "log_file", "log_file_max_size", "log_file_backups",
+    "readiness", "liveness",
+}
+
+
+def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
+    assert t is not None
+    kind_fields: frozenset[str] = frozenset()
+    if t.data.get("kind") == "postgres":
+        from hive_init.postgres.spec import FIELDS as kind_fields
+    t.reject_unknown(_COMMON | kind_fields)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise t.error(None, "program names may only use letters, digits, '-', '_' and '.'")
+    kind = t.choice("kind", KINDS, "command")
+    is_postgres = kind == "postgres"
+    oneshot = t.boolean("oneshot", False)
+    depends_on = _depends_on(t)
+    defaults: dict[str, Any] = {}
+    options: Any = None
+    if is_postgres:
+        from hive_init.postgres.spec import parse_options
+
+        # the kind reads its own fields; what it leaves unread is caught by done() below
+        options, defaults = parse_options(t, secrets)
+        command: tuple[str, ...] = ()
+        if t.has("command"):
+            raise t.error("command", "a kind = \"postgres\" program builds its own command; remove it (use `settings`)")
+    else:
+        command = _command(t)
+    run_as = _run_as(t, defaults.get("user"))
+    restart = t.choice("restart", ("always", "on-failure", "never"), "never" if oneshot else "always")
+    if oneshot and restart == "always":
+        raise t.error("restart", "a oneshot program runs to completion once; use \"on-failure\" or \"never\"")
+    log_path = t.string("log_file", None)
+    spec = ProgramSpec(
+        name=name,
+        kind=kind,
+        command=command,
+        directory=_directory(t),
+        run_as=run_as,
+        environment=_environment(t),
+        priority=t.integer("priority", 0),
+        depends_on=depends_on,
+        oneshot=oneshot,
+        autostart=t.boolean("autostart", True),
+        restart=restart,
+        exit_codes=_exit_codes(t),
+        backoff=t.sub("backoff", _backoff) or Backoff(),
+        max_restarts=t.integer("max_restarts", 5, minimum=-1),
+        restart_window=t.duration("restart_window", 60.0),
+        critical=t.boolean("critical", False),
+        stop_signal=t.signal("stop_signal", defaults.get("stop_signal", 15)),
+        stop_timeout=t.duration("stop_timeout", 10.0),
+        kill_group=t.boolean("kill_group", True),
+        log_file=LogFile(log_path, t.size("log_file_max_size", 10 * 1024 * 1024),
+                         t.integer("log_file_backups", 3, minimum=0, maximum=100)) if log_path else None,
+        readiness=t.sub("readiness", lambda p: _probe(p, is_postgres)) or defaults.get("readiness"),
+        liveness=t.sub("liveness", lambda p: _probe(p, is_postgres)),
+        options=options,
+    )
+    if not log_path:
+        for key in ("log_file_max_size", "log_file_backups"):
+            if t.has(key):
+                raise t.error(key, "has no effect without log_file")
+    t.done(_COMMON | kind_fields)
+    return spec
+
+
+def _command(t: Table) -> tuple[str, ...]:
+    value = t.raw("command")
+    shell = t.boolean("shell", False)
+    if isinstance(value, str):
+        if not shell:
+            raise t.error("command", "is a string: give a list like [\"prog\", \"arg\"], or set shell = true to run it through /bin/sh -c")
+        if not value.strip():
+            raise t.error("command", "must not be empty")
+        return ("/bin/sh", "-c", value)
+    command = t.string_list("command")
+    if shell:
+        raise t.error("shell", "shell = true needs command to be a string")
+    if not command[0]:
+        raise t.error("command", "the program to run must not be an empty string")
+    return command
+
+
+def _directory(t: Table) -> str | None:
+    directory = t.string("directory", None)
+    if directory is not None and not os.path.isabs(directory):
+        raise t.error("directory", f"must be an absolute path (got {directory!r})")
+    return directory
+
+
+def _run_as(t: Table, default_user: str | None) -> RunAs | None:
+    user = t.string("user", None) or default_user
+    group = t.string("group", None)
+    if user is None:
+        if group is not None:
+            raise t.error("group", "needs user to be set as well")
+        return None
+    try:
+        entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+    except KeyError:
+        key = "user" if t.has("user") else "kind"
+        raise t.error(key, f"no such user {user!r} on this system (create it: useradd --system --no-create-home {user})") from None
+    gid = entry.pw_gid
+    if group is not None:
+        try:
+            gid = (grp.getgrnam(group) if not group.isdigit() else grp.getgrgid(int(group))).gr_gid
+        except KeyError:
+            raise t.error("group", f"no such group {group!r} on this system") from None
+    groups = tuple(sorted(set(os.getgrouplist(entry.pw_name, gid))))
+    return RunAs(user=entry.pw_name, uid=entry.pw_uid, gid=gid, groups=groups, home=entry.pw_dir)
+
+
+def _environment(t: Table) -> tuple[tuple[str, str], ...]:
+    env = t.table("environment", None)
+    if env is None:
+        return ()
+    out = []
+    for key, value in env.data.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, (str, int, float)):
+            raise env.error(key, "expected a string value")
+        if not key or "=" in key or "\0" in key:
+            raise env.error(key, "is not a valid environment variable name")
+        out.append((key, str(value)))
+    return tuple(out)
+
+
+def _depends_on(t: Table) -> tuple[tuple[str, Any], ...]:
+    value = t.raw("depends_on", None)
+    if value is None:
+        return ()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple((v, "ready") for v in value)
+    deps = t.table("depends_on")
+    assert deps is not None
+    out = []
+    for dep in deps.data:
+        out.append((dep, deps.choice(dep, CONDITIONS)))
+    return tuple(out)
+
+
+def _exit_codes(t: Table) -> tuple[int, ...]:
+    value = t.raw("exit_codes", [0])
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+        raise t.error("exit_codes", "expected a list of exit statuses from 0 to 255")
+    return tuple(value)
+
+
+def _backoff(t: Table) -> Backoff:
+    b = Backoff(
+        initial=t.duration("initial", 0.1),
+        max=t.duration("max", 30.0),
+        factor=t.number("factor", 2.0, minimum=1.0),
+        reset_after=t.duration("reset_after", 10.0),
+    )
+    if b.max < b.initial:
+        raise t.error("max", f"must not be below initial ({b.max}s < {b.initial}s)")
+    t.done()
+    return b
+
+
+def _probe(t: Table, is_postgres: bool) -> Probe:
+    kinds = [k for k in ("exec", "tcp", "http", "postgres") if t.has(k)]
+    if len(kinds) != 1:
+        raise t.error(None, "needs exactly one of exec = [...], tcp = \"host:port\", http = \"URL\""
+                      + (", postgres = true" if is_postgres else ""))
+    kind = kinds[0]
+    target: Any
+    if kind == "exec":
+        target = t.string_list("exec")
+    elif kind == "tcp":
+        target = "%s:%d" % _host_port(t, "tcp", t.string("tcp"))
+    elif kind == "http":
+        target = t.string("http")
+        if not target.startswith(("http://", "https://")):
+            raise t.error("http", f"expected an http:// URL (got {target!r})")
+    else:
+        if not is_postgres:
+            raise t.error("postgres", "the postgres probe is only for kind = \"postgres\" programs")
+        if t.boolean("postgres") is not True:
+            raise t.error("postgres", "set postgres = true, or use another probe")
+        target = None
+    probe = Probe(
+        kind=kind,
+        target=target,
+        period=t.duration("period", 10.0 if kind != "postgres" else 5.0),
+        timeout=t.duration("timeout", 1.0 if kind != "postgres" else 3.0),
+        initial_delay=t.duration("initial_delay", 0.0),
+        success_threshold=t.integer("success_threshold", 1, minimum=1),
+        failure_threshold=t.integer("failure_threshold", 3, minimum=1),
+    )
+    if probe.period <= 0:
+        raise t.error("period", "must be more than 0")
+    if probe.timeout <= 0:
+        raise t.error("timeout", "must be more than 0")
+    t.done()
+    return probe
