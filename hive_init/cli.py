@@ -1,0 +1,158 @@
+"""The `hive-init` command line. Argument parsing only: each subcommand imports what it needs
+when it runs, so `hive-init health` (run by Docker every few seconds) loads almost nothing."""
+
+import argparse
+import os
+import sys
+
+from hive_init import exits
+
+DEFAULT_CONFIG = "/etc/hive-init/hive-init.toml"
+
+
+def config_path(explicit: str | None) -> str:
+    return explicit or os.environ.get("HIVE_INIT_CONFIG") or DEFAULT_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hive-init", description="init and supervisor for all-in-one containers")
+    p.add_argument("-V", "--version", action="store_true", help="print the version and exit")
+    p.add_argument("-s", "--socket", help="control socket (default: $HIVE_INIT_SOCKET, or /run/hive-init.sock as root)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run as init: the programs of a config, or one command after --")
+    run.add_argument("-c", "--config", help="config file (default: $HIVE_INIT_CONFIG, else " + DEFAULT_CONFIG + ")")
+    run.add_argument("-r", "--rewrite", action="append", default=[], metavar="FROM:TO",
+                     help="single-command mode: deliver signal TO when FROM arrives (TO may be 0: drop it)")
+    run.add_argument("--child-only", action="store_true",
+                     help="single-command mode: signal only the child, not its whole process group")
+    run.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]: single-command mode")
+
+    check = sub.add_parser("check", help="validate a config without running anything")
+    check.add_argument("config", nargs="?", help="config file")
+    check.add_argument("-c", "--config", dest="config_opt", help=argparse.SUPPRESS)
+
+    status = sub.add_parser("status", help="programs and their states (exit 0 all ready, 1 not, 2 unreachable)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("names", nargs="*", help="only these programs")
+    sub.add_parser("health", help="for HEALTHCHECK: exit 0 healthy, 1 not; one line on stdout")
+    for name in ("start", "stop", "restart"):
+        cmd = sub.add_parser(name, help=f"{name} a program")
+        cmd.add_argument("name")
+    sig = sub.add_parser("signal", help="send a signal to a program's process group")
+    sig.add_argument("name")
+    sig.add_argument("signal", help="name or number, e.g. HUP")
+    logs = sub.add_parser("logs", help="a program's recent output")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-n", "--lines", type=int, default=100, help="how many recent lines (default 100)")
+    sub.add_parser("reload", help="apply the config file again (same as SIGHUP)")
+    convert = sub.add_parser("convert", help="turn a supervisord.conf into a hive-init config")
+    convert.add_argument("source")
+    convert.add_argument("-o", "--output", help="write here instead of stdout")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        from hive_init import __version__
+
+        print(f"hive-init {__version__}")
+        return exits.OK
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check":
+            return _check(args.config or args.config_opt)
+        if args.command == "convert":
+            from hive_init.convert import command
+
+            return command(args.source, args.output)
+        if args.command is None:
+            _parser().print_help()
+            return exits.USAGE
+        from hive_init import ctl
+
+        return ctl.main(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check(path: str | None) -> int:
+    from hive_init.config import ConfigError, load
+
+    path = config_path(path)
+    try:
+        config = load(path)
+    except ConfigError as e:
+        print(f"hive-init: {e}", file=sys.stderr)
+        return exits.CONFIG
+    print(f"{path}: ok ({len(config.programs)} programs, start order: {', '.join(config.start_order())})")
+    return exits.OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if argv:
+        if args.config:
+            print("hive-init: run: give either -c CONFIG or -- CMD, not both", file=sys.stderr)
+            return exits.USAGE
+        return _run_single(argv, args.rewrite, not args.child_only)
+    if args.rewrite or args.child_only:
+        print("hive-init: run: --rewrite and --child-only are for single-command mode (-- CMD)", file=sys.stderr)
+        return exits.USAGE
+    from hive_init import log
+    from hive_init.config import ConfigError, load
+
+    path = config_path(args.config)
+    try:
+        config = load(path)
+    except ConfigError as e:
+        log.fatal(str(e))
+        return exits.CONFIG
+    from hive_init import redact
+
+    redact.set_secrets(config.secrets)
+    log.configure(config.init.log_format, config.init.log_level, tuple(config.programs))
+    import anyio
+
+    from hive_init.runtime.supervisor import Supervisor
+
+    async def supervise() -> int:
+        return await Supervisor(config).run()
+
+    try:
+        return anyio.run(supervise)
+    except Exception as e:  # a bug: say where, in one line, and let the container restart us
+        import traceback
+
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        log.fatal(f"internal error: {type(e).__name__}: {e} (at {frame.filename}:{frame.lineno})")
+        return exits.SOFTWARE
+    finally:
+        log.sink.flush_blocking()
+
+
+def _run_single(argv: list[str], rewrites: list[str], group: bool) -> int:
+    from hive_init.config.fields import parse_signal
+
+    table: dict[int, int] = {}
+    for item in rewrites:
+        source, sep, target = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError("expected FROM:TO")
+            table[parse_signal(source)] = 0 if target.strip() == "0" else parse_signal(target)
+        except ValueError as e:
+            print(f"hive-init: --rewrite {item}: {e}", file=sys.stderr)
+            return exits.USAGE
+    import anyio
+
+    from hive_init.runtime.single import run_single
+
+    return anyio.run(run_single, argv, table, group)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

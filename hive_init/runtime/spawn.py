@@ -1,0 +1,210 @@
+"""Turning a command into a running child: its own session and process group, the user it runs
+as (with that user's supplementary groups), the merged environment, no descriptor of the init's,
+and stdout/stderr on pipes. The child is watched by the one reaper; nothing here ever waits.
+"""
+
+import errno
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from hive_init.config.model import RunAs
+from hive_init.runtime.pid1 import describe_exit, reaper
+
+
+class SpawnError(Exception):
+    """The command could not be started; str() is one line, ready for the log."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code  # what a shell would return: 126 cannot execute, 127 not found
+
+
+@dataclass(eq=False)
+class Child:
+    pid: int
+    popen: subprocess.Popen[bytes]
+    kill_group: bool
+    started_at: float = field(default_factory=time.monotonic)
+    code: int | None = None
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    leftovers_killed: bool = False
+    on_exit: "Callable[[Child], None] | None" = None
+
+    @property
+    def stdout(self) -> int | None:
+        return self.popen.stdout.fileno() if self.popen.stdout else None
+
+    @property
+    def stderr(self) -> int | None:
+        return self.popen.stderr.fileno() if self.popen.stderr else None
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def signal(self, signum: int, group: bool | None = None) -> bool:
+        """Signal the child (its whole process group unless told otherwise); False if it is gone."""
+        if self.code is not None:
+            return False
+        try:
+            if self.kill_group if group is None else group:
+                os.killpg(self.pid, signum)
+            else:
+                os.kill(self.pid, signum)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def _exited(self, code: int) -> None:
+        # Called by the reaper while the zombie still holds the PID, so the group id cannot
+        # have been reused: ending what the program left behind in its group is safe here.
+        if self.kill_group:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.leftovers_killed = True
+            except ProcessLookupError:
+                pass
+        self.code = code
+        self.popen.returncode = code  # so Popen never waits for it itself
+        self.exited.set()
+        if self.on_exit is not None:
+            self.on_exit(self)
+
+    def describe_exit(self) -> str:
+        return describe_exit(self.code) if self.code is not None else "running"
+
+    def close_pipes(self) -> None:
+        for stream in (self.popen.stdout, self.popen.stderr, self.popen.stdin):
+            if stream is not None:
+                stream.close()
+
+
+def child_environment(extra: Sequence[tuple[str, str]] | Mapping[str, str] = (), run_as: RunAs | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if run_as is not None:
+        env.update(HOME=run_as.home, USER=run_as.user, LOGNAME=run_as.user)
+    env.update(extra.items() if isinstance(extra, Mapping) else extra)
+    return env
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    run_as: RunAs | None = None,
+    capture: bool = True,
+    merge_stderr: bool = False,
+    kill_group: bool = True,
+    new_session: bool = True,
+    inherit_stdio: bool = False,
+    on_exit: Callable[[Child], None] | None = None,
+) -> Child:
+    switch = run_as is not None and (os.geteuid() == 0) and run_as.uid != os.geteuid()
+    if run_as is not None and not switch and run_as.uid != os.geteuid():
+        raise SpawnError(f"cannot run as user {run_as.user!r}: hive-init is not running as root", 126)
+    pipe = subprocess.PIPE if capture else None
+    # without a new session (single-command mode), the child still gets a process group of its
+    # own, so that signals can go to the whole group while it keeps the terminal
+    group = {} if new_session else {"process_group": 0}
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=None if inherit_stdio else subprocess.DEVNULL,
+            stdout=pipe,
+            stderr=(subprocess.STDOUT if merge_stderr else pipe) if capture else None,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            close_fds=True,
+            start_new_session=new_session,
+            restore_signals=True,
+            user=run_as.uid if switch else None,
+            group=run_as.gid if switch else None,
+            extra_groups=list(run_as.groups) if switch else None,
+            **group,
+        )
+    except FileNotFoundError as e:
+        if cwd and e.filename == cwd:
+            raise SpawnError(f"cannot start {argv[0]!r}: directory {cwd!r} does not exist", 126) from None
+        raise SpawnError(f"cannot execute {argv[0]!r}: no such file or directory", 127) from None
+    except PermissionError as e:
+        raise SpawnError(f"cannot execute {argv[0]!r}: permission denied", 126) from None
+    except OSError as e:
+        if e.errno == errno.ENOEXEC:
+            raise SpawnError(f"cannot execute {argv[0]!r}: not an executable format", 126) from None
+        raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", 126) from None
+    for stream in (popen.stdout, popen.stderr):
+        if stream is not None:
+            os.set_blocking(stream.fileno(), False)
+    child = Child(popen.pid, popen, kill_group=kill_group, on_exit=on_exit)
+    reaper.watch(child.pid, child._exited)
+    return child
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    code: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def describe(self) -> str:
+        return describe_exit(self.code)
+
+
+async def run_command(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    run_as: RunAs | None = None,
+    timeout: float | None = None,
+    output_limit: int = 64 * 1024,
+) -> CommandResult:
+    """Run a command to completion (through the one reaper), with its output (stdout and stderr
+    together, the last `output_limit` bytes). At `timeout` its whole group is killed (-9)."""
+    try:
+        child = spawn(argv, env=env, cwd=cwd, run_as=run_as, merge_stderr=True)
+    except SpawnError as e:
+        return CommandResult(e.code, str(e))
+    output = bytearray()
+    try:
+        with anyio.move_on_after(timeout):
+            await _collect(child, output, output_limit)
+            await child.exited.wait()
+        if child.code is None:
+            child.signal(signal.SIGKILL, group=True)
+            with anyio.CancelScope(shield=True):
+                await child.exited.wait()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            child.signal(signal.SIGKILL, group=True)
+            await child.exited.wait()
+        raise
+    finally:
+        child.close_pipes()
+    assert child.code is not None
+    return CommandResult(child.code, output.decode("utf-8", "replace"))
+
+
+async def _collect(child: Child, output: bytearray, limit: int) -> None:
+    fd = child.stdout
+    assert fd is not None
+    while True:
+        await anyio.wait_readable(fd)
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not data:
+            return
+        output += data
+        if len(output) > limit:
+            del output[: len(output) - limit]

@@ -1,0 +1,237 @@
+"""The whole: every program's task, the one reaper, signals, the endpoints; start order from the
+dependency graph, stop order its reverse, all under one shutdown deadline; critical programs.
+
+Shutdown is the supervisor's scope closing: programs are stopped dependents-first, then the
+task group that owns every task is cancelled.
+"""
+
+import dataclasses
+import os
+import signal
+import time
+from typing import Any
+
+import anyio
+
+from hive_init import exits, log, redact
+from hive_init.config.model import Config
+from hive_init.runtime.pid1 import become_subreaper, reaper
+from hive_init.runtime.program import Program
+from hive_init.runtime.state import Board, State
+
+SHUTDOWN = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+# Every signal that can be caught and is not a fault of our own: PID 1 gets no default action
+# for signals it has no handler for, so each one has a handler, even if only to log it.
+CATCHABLE = tuple(s for s in signal.valid_signals()
+                  if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
+                               signal.SIGILL, signal.SIGABRT, signal.SIGTRAP, signal.SIGSYS))
+
+
+class Supervisor:
+    def __init__(self, config: Config):
+        self.config = config
+        self.board = Board()
+        self.programs: dict[str, Program] = {}
+        self.order: list[str] = config.start_order()
+        self.log = log.get_logger()
+        self.started_at = time.time()
+        self.exit_status = exits.OK
+        self.shutdown_reason = ""
+        self.shutting_down = False
+        self._shutdown = anyio.Event()
+        self._grace: anyio.CancelScope | None = None
+        self._forced = False
+        self.reaper = reaper
+        for name in self.order:
+            self.programs[name] = Program(config.programs[name], self.board, self.programs,
+                                          config.init.output_buffer_lines)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> int:
+        become_subreaper()
+        os.environ["HIVE_INIT_SOCKET"] = self.config.init.control_socket
+        log.sink.make_nonblocking()
+        self.log.info("starting", config=self.config.path, programs=len(self.programs), pid=os.getpid())
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await tg.start(self._signals)
+            await self._start_endpoints(tg)
+            for name in self.order:
+                self._launch(self.programs[name])
+            tg.start_soon(self._watch_critical)
+            await self._shutdown.wait()
+            await self._stop_all()
+            tg.cancel_scope.cancel()
+        self.log.info("exited", status=self.exit_status, reason=self.shutdown_reason,
+                      zombies_reaped=self.reaper.reaped_total)
+        return self.exit_status
+
+    def _launch(self, program: Program) -> None:
+        async def own() -> None:
+            with program.scope:
+                await program.run()
+
+        program.scope = anyio.CancelScope()
+        self._tg.start_soon(own, name=f"program {program.name}")
+
+    async def apply(self, config: Config) -> dict[str, list[str]]:
+        """A new config on a running init (reload): the programs' differences only."""
+        old, new = self.config.programs, config.programs
+        removed = [n for n in old if n not in new]
+        changed = [n for n in old if n in new and old[n] != new[n]]
+        added = [n for n in new if n not in old]
+        if config.init != self.config.init:
+            self.log.warning("[init] changes take effect at the next start of hive-init")
+        redact.set_secrets(config.secrets)
+        for name in reversed(self.order):
+            if name in removed or name in changed:
+                program = self.programs[name]
+                await program.stop()
+                program.scope.cancel()
+                del self.programs[name]
+        self.config = dataclasses.replace(config, init=self.config.init)
+        self.order = config.start_order()
+        fresh = {}
+        for name in self.order:
+            if name in added or name in changed:
+                fresh[name] = Program(new[name], self.board, self.programs, self.config.init.output_buffer_lines)
+        # keep the dict in start order: status lists programs as they start
+        ordered = {name: self.programs.get(name) or fresh[name] for name in self.order}
+        self.programs.clear()
+        self.programs.update(ordered)
+        for program in fresh.values():
+            self._launch(program)
+        self.board.changed()
+        return {"added": added, "removed": removed, "changed": changed}
+
+    def request_shutdown(self, reason: str, status: int = exits.OK) -> None:
+        if self._shutdown.is_set():
+            return
+        self.shutting_down = True
+        self.shutdown_reason = reason
+        self.exit_status = status
+        self.log.info("shutting down", reason=reason)
+        self._shutdown.set()
+        self.board.changed()
+
+    async def _stop_all(self) -> None:
+        """Dependents before their dependencies, independent programs at the same time."""
+        deadline = self.config.init.shutdown_timeout
+        done = {name: anyio.Event() for name in self.programs}
+        dependents: dict[str, list[str]] = {name: [] for name in self.programs}
+        for name, program in self.programs.items():
+            for dep, _ in program.spec.depends_on:
+                dependents[dep].append(name)
+
+        async def stop(name: str) -> None:
+            for dependent in dependents[name]:
+                await done[dependent].wait()
+            await self.programs[name].stop()
+            done[name].set()
+
+        with anyio.move_on_after(deadline) as self._grace:
+            async with anyio.create_task_group() as tg:
+                for name in reversed(self.order):
+                    tg.start_soon(stop, name)
+        if self._grace.cancelled_caught and not self._forced:
+            self.log.warning(f"shutdown_timeout ({deadline:g}s) reached: killed what was left")
+        self._grace = None
+
+    # ---- signals -----------------------------------------------------------------------------
+    async def _signals(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(*CATCHABLE) as signals:
+            task_status.started()
+            reaper.reap()  # children that exited before the handler existed
+            async for signum in signals:
+                if signum == signal.SIGCHLD:
+                    reaper.reap()
+                elif signum in SHUTDOWN:
+                    self._on_shutdown_signal(signum)
+                elif signum == signal.SIGHUP:
+                    await self._on_reload_signal()
+                elif signum == signal.SIGUSR1:
+                    for program in self.programs.values():
+                        if program.output.file is not None:
+                            program.output.file.reopen()
+                    self.log.info("log files reopened (SIGUSR1)")
+                elif signum == signal.SIGUSR2:
+                    self.log_status()
+                else:
+                    self.log.debug("signal ignored", signal=signal.Signals(signum).name)
+
+    def _on_shutdown_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self.shutting_down:
+            self.request_shutdown(f"received {name}")
+        elif self._grace is not None and signum in (signal.SIGTERM, signal.SIGINT):
+            self.log.warning(f"received {name} again: killing what is left")
+            self._forced = True
+            self._grace.cancel()
+
+    async def _on_reload_signal(self) -> None:
+        from hive_init.api.control import reload_config
+
+        await reload_config(self)
+
+    def log_status(self) -> None:
+        for program in self.programs.values():
+            self.log.info("status", program=program.name, state=program.state.value, pid=program.pid,
+                          reason=program.reason)
+
+    # ---- critical programs ----------------------------------------------------------------------
+    async def _watch_critical(self) -> None:
+        while True:
+            for program in self.programs.values():
+                if program.spec.critical and program.state in (State.FATAL, State.EXITED) and not program.completed \
+                        and not self.shutting_down:
+                    self.request_shutdown(f"critical program {program.name} is {program.state.value}: {program.reason}",
+                                          exits.CRITICAL_FAILED)
+            await self.board.next_change()
+
+    # ---- endpoints -------------------------------------------------------------------------------
+    async def _start_endpoints(self, tg: anyio.abc.TaskGroup) -> None:
+        from hive_init.api.control import serve_control
+
+        await tg.start(serve_control, self)
+        if self.config.init.http is not None:
+            from hive_init.api.http import serve_http
+
+            await tg.start(serve_http, self)
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """The container's readiness: every program that should be up is READY."""
+        failing = [f"{p.name} {p.state.value}" + (f" ({p.reason})" if p.reason else "")
+                   for p in self.programs.values() if p.should_be_up and not p.ready]
+        return not failing and not self.shutting_down, failing
+
+    def snapshot(self) -> dict[str, Any]:
+        ready, failing = self.ready()
+        return {
+            "ready": ready,
+            "failing": failing,
+            "shutting_down": self.shutting_down,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started_at, 3),
+            "zombies_reaped": self.reaper.reaped_total,
+            "orphans_reaped": self.reaper.orphans_reaped,
+            "programs": [describe(p) for p in self.programs.values()],
+        }
+
+
+def describe(p: Program) -> dict[str, Any]:
+    probe = p.ready_probe
+    uptime = p.uptime()
+    return {
+        "name": p.name,
+        "state": p.state.value,
+        "ready": p.ready,
+        "pid": p.pid,
+        "uptime": round(uptime, 3) if uptime is not None else None,
+        "restarts": p.tracker.restarts_total,
+        "last_exit": p.last_exit,
+        "reason": redact.redact(p.reason),
+        "critical": p.spec.critical,
+        "probe": None if probe is None else {
+            "ok": probe.ok, "latency_ms": round(probe.latency * 1000, 2), "message": redact.redact(probe.message),
+        },
+    }

@@ -1,0 +1,178 @@
+"""Running the real init for tests: as a subprocess, or as PID 1 of a new PID namespace when we
+are root. Its JSON log lines are collected so that tests can wait for what a user would see."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (PID namespaces, user switching)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Init:
+    """hive-init running a config. `pid1=True` runs it as PID 1 in a new PID namespace."""
+
+    def __init__(self, tmp: Path, config: str, pid1: bool = False, http: bool = False,
+                 env: dict[str, str] | None = None, args: list[str] | None = None):
+        self.tmp = tmp
+        self.socket = str(tmp / "control.sock")
+        self.port = free_port() if http else None
+        head = f'[init]\ncontrol_socket = "{self.socket}"\nhttp = ' + (f'"127.0.0.1:{self.port}"' if http else "false") + "\n"
+        config = textwrap.dedent(config)
+        if "[init]" in config:
+            config = config.replace("[init]\n", head, 1)
+        else:
+            config = head + config
+        self.config_path = tmp / "hive-init.toml"
+        self.config_path.write_text(config)
+        command = [sys.executable, "-m", "hive_init", "run", "-c", str(self.config_path), *(args or [])]
+        if pid1:
+            command = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *command]
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        self.pid1 = pid1
+        self._readers = [threading.Thread(target=self._read, args=(s,), daemon=True)
+                         for s in (self.proc.stdout, self.proc.stderr)]
+        for r in self._readers:
+            r.start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in stream:
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            try:
+                event = json.loads(text)
+            except ValueError:
+                event = {"program": "?", "msg": text}
+            with self._cond:
+                self.raw.append(text)
+                self.lines.append(event)
+                self._cond.notify_all()
+
+    @property
+    def init_pid(self) -> int:
+        """The init's PID as seen from here (inside the namespace it is 1)."""
+        if not self.pid1:
+            return self.proc.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            children = psutil.Process(self.proc.pid).children()
+            if children:
+                return children[0].pid
+            time.sleep(0.01)
+        raise AssertionError("the init never started inside its namespace")
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20, what: str = "") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for event in self.lines[seen:]:
+                    if predicate(event):
+                        return event
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and seen == len(self.lines) and not self._alive_readers()):
+                    raise AssertionError(f"timed out waiting for {what or predicate}; log:\n" + "\n".join(self.raw[-40:]))
+                self._cond.wait(min(left, 0.2))
+
+    def _alive_readers(self) -> bool:
+        return any(r.is_alive() for r in self._readers)
+
+    def wait_msg(self, text: str, program: str | None = None, timeout: float = 20) -> dict[str, Any]:
+        return self.wait_for(lambda e: text in e.get("msg", "") and (program is None or program in
+                                                                     (e.get("program"), e.get("target"))),
+                             timeout, what=f"{text!r} from {program}")
+
+    def output(self, program: str) -> list[str]:
+        with self._cond:
+            return [e["msg"] for e in self.lines if e.get("program") == program and "stream" in e]
+
+    def events(self, program: str | None = None) -> list[dict[str, Any]]:
+        with self._cond:
+            return [e for e in self.lines if e.get("program") == "hive-init" and (program is None or e.get("target") == program)]
+
+    def ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hive_init", "-s", self.socket, *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        out = self.ctl("status", "--json")
+        assert out.returncode in (0, 1), out.stderr
+        return json.loads(out.stdout)
+
+    def program(self, name: str) -> dict[str, Any]:
+        return next(p for p in self.status()["programs"] if p["name"] == name)
+
+    def wait_state(self, name: str, state: str, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            if os.path.exists(self.socket):
+                try:
+                    last = self.program(name)
+                    if last["state"] == state:
+                        return last
+                except (AssertionError, ValueError, StopIteration):
+                    pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{name} never reached {state} (last: {last}); log:\n" + "\n".join(self.raw[-30:]))
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.init_pid, signum)
+
+    def wait(self, timeout: float = 40) -> int:
+        code = self.proc.wait(timeout)
+        for r in self._readers:
+            r.join(5)
+        return code
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(os.getpgid(self.init_pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, AssertionError):
+                pass
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def start_init(tmp_path: Path):
+    started: list[Init] = []
+
+    def start(config: str, **kwargs: Any) -> Init:
+        init = Init(tmp_path, config, **kwargs)
+        started.append(init)
+        return init
+
+    yield start
+    for init in started:
+        init.close()
