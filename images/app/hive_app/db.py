@@ -54,8 +54,9 @@ def describe(error: BaseException) -> str:
 
 
 class Database:
-    def __init__(self, url: str, resource: Resource):
+    def __init__(self, url: str, resource: Resource, password: str | None = None):
         self.url = url
+        self.password = password  # None: the URL's own (if any)
         self.resource = resource
         self.pool: asyncpg.Pool | None = None
         self.last_error: str | None = "not connected yet"
@@ -99,13 +100,15 @@ class Database:
                 return
 
     async def _setup(self) -> None:
-        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+        conn = await asyncpg.connect(self.url, password=self.password, timeout=CONNECT_TIMEOUT,
+                                     command_timeout=COMMAND_TIMEOUT)
         try:
             self._vector_schema = await ensure_schema(conn, self.resource)
         finally:
             await conn.close(timeout=CONNECT_TIMEOUT)
         self.pool = await asyncpg.create_pool(
             self.url,
+            password=self.password,
             min_size=POOL_MIN,
             max_size=POOL_MAX,
             timeout=CONNECT_TIMEOUT,

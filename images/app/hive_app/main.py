@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url, resource)
+        db = Database(settings.database_url, resource, settings.database_password)
         app.state.db = db
         log.info("%s API %s starting; database %s", settings.service, __version__, settings.safe_url)
         db.start()

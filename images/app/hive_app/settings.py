@@ -2,6 +2,8 @@
 
 HIVE_DATABASE_URL  postgresql://user:password@host:port/db (a SQLAlchemy-style
                    postgresql+psycopg:// or postgres:// URL is accepted; the +driver is dropped)
+HIVE_DATABASE_PASSWORD  the password, if not in the URL (it then needs no URL-escaping);
+                   it wins over a password in the URL
 HIVE_API_PORT      the port to listen on (default from HIVE_SERVICE: genie 48886, agent 38886)
 HIVE_SERVICE       genie or agent (default from the port: 48886 genie, 38886 agent)
 HIVE_API_HOST      the address to listen on (default 0.0.0.0)
@@ -25,8 +27,9 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     service: str
-    database_url: str  # normalised to postgresql://, password included: never log it (use safe_url)
+    database_url: str  # normalised to postgresql://, may hold the password: never log it (use safe_url)
     port: int
+    database_password: str | None = None  # HIVE_DATABASE_PASSWORD, given to asyncpg apart from the URL
     host: str = "0.0.0.0"
     log_level: str = "info"
 
@@ -37,10 +40,14 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """The password as it may appear in text: raw and percent-decoded."""
-        password = urlsplit(self.database_url).password
-        if not password:
-            return ()
-        return tuple({password, unquote(password)})
+        found = {self.database_password or ""}
+        try:
+            password = urlsplit(self.database_url).password
+        except ValueError:
+            password = None
+        if password:
+            found |= {password, unquote(password)}
+        return tuple(sorted(p for p in found if p))
 
 
 def normalise_url(url: str) -> str:
@@ -93,6 +100,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         service=service,
         database_url=database_url,
+        database_password=env.get("HIVE_DATABASE_PASSWORD") or None,
         port=port,
         host=env.get("HIVE_API_HOST", "").strip() or "0.0.0.0",
         log_level=log_level,
