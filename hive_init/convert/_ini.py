@@ -3,7 +3,7 @@
 supervisord reads its files with Python's RawConfigParser (inline comments after whitespace
 with ';' or '#', non-strict: a repeated section or key merges/overrides). That parser forgets
 line numbers, and every message of the converter names FILE:LINE, so this module applies the
-same rules itself. tests/convert/test_ini.py checks it against RawConfigParser on random text.
+same rules itself. tests/convert/test_convert_ini_toml.py checks it against RawConfigParser on random text.
 """
 
 import io
