@@ -236,6 +236,11 @@ def test_errors_404_and_422(apps, service):
     assert client.post(f"{path}/search", json={"embedding": [1, 2, 3], "limit": 0}).status_code == 422
     assert client.get(path, params={"limit": 0}).status_code == 422
     assert client.get(path, params={"offset": -1}).status_code == 422
+    # PostgreSQL refuses NUL characters in text and JSON: a 422, not a 500
+    bad = payload(1, None)
+    bad[next(iter(bad))] = {"k": "a\u0000b"} if service == "agent" else "a\u0000b"
+    r = client.post(path, json=bad)
+    assert r.status_code == 422 and "invalid data" in r.json()["detail"], r.text
 
 
 def test_survives_a_postgresql_restart(pg, apps, tmp_path):

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -57,6 +58,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def database_unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
         log.warning("%s %s: database unavailable (%s)", request.method, request.url.path, exc)
         return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(asyncpg.DataError)
+    async def data_error(request: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # what validation cannot see but PostgreSQL refuses, e.g. a NUL character in text or JSON
+        return JSONResponse({"detail": f"invalid data: {exc}"}, status_code=422)
 
     @app.get("/api/v1/health")
     async def health(request: Request) -> JSONResponse:
