@@ -1,0 +1,345 @@
+"""The first boot of a cluster: initdb, the config overrides, a temporary server on a private
+unix socket only, the bootstrap, the init scripts, a fast stop; all in a staging directory that
+becomes the data directory only once everything has succeeded (see cluster.py)."""
+
+import gzip
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from hive_init import __version__, log as logging
+from hive_init.config.model import ProgramSpec, RunAs
+from hive_init.postgres import bootstrap, cluster
+from hive_init.postgres.binaries import Binaries
+from hive_init.postgres.spec import PostgresSpec
+from hive_init.runtime.kind import PrepareError
+from hive_init.runtime.output import LineSplitter, decode
+from hive_init.runtime.spawn import Child, SpawnError, child_environment, run_command, spawn
+
+CONF_MARK = "# hive-init: conf_file"
+TEMP_STOP_TIMEOUT = 30.0
+
+
+@dataclass
+class Context:
+    spec: ProgramSpec
+    pg: PostgresSpec
+    binaries: Binaries
+    run_as: RunAs | None
+    log: Any
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = child_environment(self.spec.environment, self.run_as)
+        for key in ("PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGPASSFILE", "PGSERVICE"):
+            env.pop(key, None)
+        env.update(extra)
+        return env
+
+    def tool(self, name: str) -> str:
+        path = self.binaries.path(name)
+        if os.access(path, os.X_OK):
+            return path
+        found = shutil.which(name)
+        if found is None:
+            raise PrepareError(f"{name} is needed for the first boot but is neither in {self.binaries.bin_dir} nor on PATH")
+        return found
+
+
+# ---- the overrides, applied on every boot ---------------------------------------------------------
+
+def apply_overrides(ctx: Context, data_dir: str) -> None:
+    """conf_file: an `include_if_exists` line at the end of postgresql.conf (ours are marked, so
+    a changed or removed conf_file is followed); hba_file: copied over pg_hba.conf."""
+    pg = ctx.pg
+    conf = os.path.join(data_dir, "postgresql.conf")
+    try:
+        with open(conf, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise PrepareError(f"cannot read {conf}: {e.strerror}") from None
+    kept = [line for line in lines if not line.endswith(CONF_MARK)]
+    if pg.conf_file is not None:
+        if not os.path.isfile(pg.conf_file):
+            ctx.log.warning(f"conf_file {pg.conf_file} does not exist (yet): PostgreSQL skips it")
+        elif not cluster.readable_by(pg.conf_file, ctx.run_as):
+            raise PrepareError(f"conf_file {pg.conf_file} is not readable by user "
+                               f"{ctx.run_as.user if ctx.run_as else os.geteuid()} (PostgreSQL reads it)")
+        kept.append(f"include_if_exists = {bootstrap.literal(pg.conf_file)}  {CONF_MARK}")
+    if kept != lines:
+        _replace(conf, "\n".join(kept) + "\n")
+    if pg.hba_file is not None:
+        hba = os.path.join(data_dir, "pg_hba.conf")
+        try:
+            with open(pg.hba_file, encoding="utf-8", errors="surrogateescape") as f:
+                wanted = f.read()
+        except OSError as e:
+            raise PrepareError(f"cannot read hba_file {pg.hba_file}: {e.strerror}") from None
+        try:
+            with open(hba, encoding="utf-8", errors="surrogateescape") as f:
+                current = f.read()
+        except FileNotFoundError:
+            current = None
+        if current != wanted:
+            _replace(hba, wanted)
+            ctx.log.info(f"pg_hba.conf replaced by hba_file {pg.hba_file}")
+
+
+def _replace(path: str, text: str) -> None:
+    """Atomically, keeping the file's owner and mode."""
+    st = os.stat(path)
+    tmp = f"{path}.hive-init.tmp"
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, st.st_mode & 0o7777)
+    if os.geteuid() == 0:
+        os.chown(tmp, st.st_uid, st.st_gid)
+    os.rename(tmp, path)
+
+
+# ---- the first boot ------------------------------------------------------------------------------
+
+async def first_boot(ctx: Context, data_dir: str, state: str) -> None:
+    """`state` is the survey's: "missing" (build in a sibling, rename) or "empty" (build inside,
+    move the entries up)."""
+    if state == "missing":
+        staging = cluster.new_sibling(data_dir)
+        parent = os.path.dirname(data_dir)
+        try:
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+        except OSError as e:
+            raise PrepareError(f"cannot create {parent} for data_dir: {e.strerror}") from None
+    else:
+        staging = cluster.new_inner(data_dir)
+    try:
+        os.mkdir(staging, 0o700)
+        cluster.chown_to(staging, ctx.run_as)
+    except OSError as e:
+        raise PrepareError(f"cannot create {staging}: {e.strerror}") from None
+    started = time.monotonic()
+    ctx.log.info("first boot: no cluster in data_dir, creating one", data_dir=data_dir,
+                 postgres=ctx.binaries.version, bin_dir=ctx.binaries.bin_dir)
+    try:
+        scripts = await _build(ctx, staging)
+        cluster.write_marker(staging, {
+            "created_by": f"hive-init {__version__}",
+            "postgres": ctx.binaries.version,
+            "init_scripts": scripts,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+        if state == "missing":
+            cluster.commit_sibling(staging, data_dir)
+        else:
+            cluster.roll_forward(staging, data_dir)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            if os.path.isdir(staging) and not os.path.isfile(os.path.join(staging, cluster.MARKER)):
+                cluster.remove_tree(staging)
+        raise
+    ctx.log.info("first boot: done", seconds=round(time.monotonic() - started, 3), init_scripts=len(scripts))
+
+
+async def _build(ctx: Context, staging: str) -> list[str]:
+    private = _private_dir(ctx.run_as)
+    try:
+        await _initdb(ctx, staging, private)
+        apply_overrides(ctx, staging)
+        failure: Exception | None = None
+        scripts: list[str] = []
+        async with anyio.create_task_group() as tg:  # the temporary server's output pump
+            server = _start_temp_server(ctx, staging, private, tg)
+            try:
+                scripts = await _setup(ctx, staging, private, server)
+            except Exception as e:  # raised below: a task group would wrap it in an ExceptionGroup
+                failure = e
+            finally:
+                with anyio.CancelScope(shield=True):
+                    code = await _stop_temp_server(ctx, server)
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        if code != 0:
+            raise PrepareError(f"the temporary server did not stop cleanly ({server.describe_exit()})")
+        return scripts
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+async def _setup(ctx: Context, staging: str, private: str, server: Child) -> list[str]:
+    conn = await bootstrap.wait_accepting(ctx.pg, private, staging, server, ctx.pg.startup_timeout)
+    try:
+        ctx.log.info("first boot: bootstrap (roles, databases, extensions)")
+        await bootstrap.bootstrap(conn, ctx.pg, private, ctx.log)
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await conn.close(timeout=5)
+            except Exception:
+                conn.terminate()
+    return await _run_scripts(ctx, staging, private)
+
+
+def _private_dir(run_as: RunAs | None) -> str:
+    """For the temporary server's socket, the password file and unpacked scripts: 0700, the
+    PostgreSQL user's; short enough for a unix socket path."""
+    base = tempfile.gettempdir()
+    if len(base) > 60:
+        base = "/tmp"
+    path = tempfile.mkdtemp(prefix="hive-init-pg-", dir=base)
+    cluster.chown_to(path, run_as)
+    return path
+
+
+async def _initdb(ctx: Context, staging: str, private: str) -> None:
+    pg = ctx.pg
+    args = [ctx.binaries.path("initdb"), "-D", staging, "--encoding=UTF8", "--locale=C.UTF-8",
+            "--auth-local=trust", "--auth-host=scram-sha-256", f"--username={pg.superuser}"]
+    if pg.superuser_password is not None:
+        pwfile = os.path.join(private, "pwfile")
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(pg.superuser_password + "\n")
+        cluster.chown_to(pwfile, ctx.run_as)
+        args.append(f"--pwfile={pwfile}")
+    ctx.log.info("first boot: initdb", args=" ".join(a for a in args[3:] if not a.startswith("--pwfile"))
+                 + (" " + " ".join(pg.initdb_args) if pg.initdb_args else ""))
+    result = await run_command(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
+    if not result.ok and "invalid locale name" in result.output and "C.UTF-8" in result.output:
+        ctx.log.warning("first boot: locale C.UTF-8 is not available here; using the C locale (--no-locale)")
+        for entry in os.listdir(staging):  # initdb empties it when it fails; make sure
+            path = os.path.join(staging, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                cluster.remove_tree(path)
+            else:
+                os.unlink(path)
+        args[args.index("--locale=C.UTF-8")] = "--no-locale"
+        result = await run_command(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
+    if not result.ok:
+        raise PrepareError(f"initdb failed ({result.describe()}): {_last_line(result.output)}")
+    for line in result.output.splitlines():
+        if line.strip().startswith(("initdb: warning", "WARNING")):
+            ctx.log.warning(f"initdb: {line.strip()}")
+
+
+def _last_line(output: str) -> str:
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "fatal" in line.lower()]
+    return ((errors or lines or ["no output"])[-1])[:300]
+
+
+def _start_temp_server(ctx: Context, staging: str, private: str, tg: anyio.abc.TaskGroup) -> Child:
+    pg = ctx.pg
+    argv = [ctx.binaries.path("postgres"), "-D", staging, "-p", str(pg.port), "-h", "", "-k", private]
+    for key, value in pg.settings:
+        argv += ["-c", f"{key}={value}"]
+    ctx.log.info("first boot: temporary server on a private unix socket only", socket_dir=private)
+    try:
+        server = spawn(argv, env=ctx.env(), cwd="/", run_as=ctx.run_as, merge_stderr=True)
+    except SpawnError as e:
+        raise PrepareError(f"cannot start the temporary server: {e}") from None
+    tg.start_soon(_pump, ctx.name, server)
+    return server
+
+
+async def _pump(name: str, child: Child) -> None:
+    fd = child.stdout
+    assert fd is not None
+    splitter = LineSplitter()
+    try:
+        while True:
+            await anyio.wait_readable(fd)
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                break
+            for line in splitter.feed(data):
+                logging.child_line(name, "stderr", decode(line))
+        for line in splitter.flush():
+            logging.child_line(name, "stderr", decode(line))
+    finally:
+        child.close_pipes()
+
+
+async def _stop_temp_server(ctx: Context, server: Child) -> int:
+    """Fast shutdown (SIGINT to the postmaster alone), then immediate, then SIGKILL to the group."""
+    for signum, wait in ((signal.SIGINT, TEMP_STOP_TIMEOUT), (signal.SIGQUIT, 5.0)):
+        server.signal(signum, group=False)
+        with anyio.move_on_after(wait):
+            await server.exited.wait()
+        if server.code is not None:
+            return server.code
+        ctx.log.warning(f"temporary server still running {wait:g}s after {signal.Signals(signum).name}")
+    server.signal(signal.SIGKILL, group=True)
+    await server.exited.wait()
+    assert server.code is not None
+    return server.code
+
+
+# ---- init scripts ---------------------------------------------------------------------------------
+
+def list_scripts(init_dir: str) -> list[str]:
+    try:
+        names = sorted(os.listdir(init_dir))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise PrepareError(f"cannot read init_dir {init_dir}: {e.strerror}") from None
+    return [n for n in names if os.path.isfile(os.path.join(init_dir, n))]
+
+
+async def _run_scripts(ctx: Context, staging: str, private: str) -> list[str]:
+    pg = ctx.pg
+    names = list_scripts(pg.init_dir)
+    if not names:
+        return []
+    extra = {"PGHOST": private, "PGPORT": str(pg.port), "PGUSER": pg.superuser, "PGDATABASE": pg.scripts_database,
+             "POSTGRES_USER": pg.superuser, "POSTGRES_DB": pg.scripts_database, "PGDATA": staging}
+    if pg.superuser_password is not None:
+        extra["PGPASSWORD"] = pg.superuser_password  # only used if a custom hba asks for it
+    env = ctx.env(**extra)
+    # psql and friends of the same installation come first for *.sh scripts, as in the image
+    env["PATH"] = ctx.binaries.bin_dir + os.pathsep + env.get("PATH", os.defpath)
+    ran: list[str] = []
+    for name in names:
+        path = os.path.join(pg.init_dir, name)
+        if name.endswith(".sh"):
+            argv = [path] if os.access(path, os.X_OK) else ["/bin/sh", path]
+        elif name.endswith(".sql"):
+            argv = _psql(ctx, path)
+        elif name.endswith(".sql.gz"):
+            unpacked = os.path.join(private, f"{len(ran)}-{name[:-3]}")
+            try:
+                with gzip.open(path, "rb") as src, open(unpacked, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (OSError, EOFError, gzip.BadGzipFile) as e:
+                raise PrepareError(f"init script {name}: cannot decompress: {e}") from None
+            cluster.chown_to(unpacked, ctx.run_as)
+            argv = _psql(ctx, unpacked)
+        else:
+            ctx.log.info(f"first boot: ignoring {name} in init_dir (not *.sh, *.sql or *.sql.gz)")
+            continue
+        ctx.log.info(f"first boot: running init script {name}")
+        result = await run_command(argv, env=env, cwd="/", run_as=ctx.run_as, output_limit=256 * 1024)
+        for line in result.output.splitlines():
+            logging.child_line(ctx.name, "stdout", line)
+        if not result.ok:
+            raise PrepareError(f"init script {name} failed ({result.describe()}): {_last_line(result.output)}")
+        ran.append(name)
+    return ran
+
+
+def _psql(ctx: Context, path: str) -> list[str]:
+    return [ctx.tool("psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--no-password", "-q", "-f", path]

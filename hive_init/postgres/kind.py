@@ -1,0 +1,181 @@
+"""`kind = "postgres"`: the steps of a PostgreSQL program that the runtime calls.
+
+prepare()   binaries, directories and ownership, a first boot if there is no cluster, the
+            overrides, and no old server left holding the data directory; the server's command.
+started()   the server accepts connections (as the superuser, over the socket); the bootstrap.
+probe()     readiness: `SELECT 1` in the app's database as the app's role, over TCP with its
+            password when PostgreSQL listens on TCP (as the app will connect), else the socket.
+stop_plan() fast shutdown (SIGINT), then immediate (SIGQUIT); the runtime SIGKILLs last.
+exited()    nothing of the old server may stay behind before a restart.
+"""
+
+import os
+import signal
+import time
+
+import asyncpg
+
+from hive_init import log as logging
+from hive_init.config.model import Probe, ProgramSpec, RunAs
+from hive_init.health.probes import ProbeResult
+from hive_init.postgres import binaries as binaries_mod
+from hive_init.postgres import bootstrap, cluster, firstboot
+from hive_init.postgres.binaries import Binaries
+from hive_init.postgres.spec import PostgresSpec
+from hive_init.runtime.kind import Kind, Launch, PrepareError
+from hive_init.runtime.spawn import Child
+
+IMMEDIATE_WAIT = 5.0
+
+
+class PostgresKind(Kind):
+    def __init__(self, spec: ProgramSpec):
+        super().__init__(spec)
+        assert isinstance(spec.options, PostgresSpec)
+        self.pg: PostgresSpec = spec.options
+        self.log = logging.get_logger(program=spec.name)
+        self.binaries: Binaries | None = None
+
+    # ---- before every start ---------------------------------------------------------------------
+    @property
+    def run_as(self) -> RunAs | None:
+        """Whom PostgreSQL runs as: the configured user when hive-init is root; else hive-init's
+        own user (None), which must then be the configured one if there is one."""
+        run_as = self.spec.run_as
+        if os.geteuid() == 0:
+            return run_as
+        if run_as is not None and run_as.uid != os.geteuid():
+            raise PrepareError(f"cannot run PostgreSQL as user {run_as.user!r}: hive-init is not running as root "
+                               "(leave user out to run it as hive-init's own user)")
+        return None
+
+    async def prepare(self) -> Launch:
+        pg = self.pg
+        if self.binaries is None:
+            self.binaries = await binaries_mod.find(pg.bin_dir)
+            self.log.info(f"PostgreSQL {self.binaries.version} from {self.binaries.bin_dir} ({self.binaries.source})")
+        run_as = self.run_as
+        if os.geteuid() == 0 and (run_as is None or run_as.uid == 0):
+            raise PrepareError("PostgreSQL refuses to run as root: set user (e.g. user = \"postgres\")")
+        cluster.make_private_dir(pg.socket_dir, run_as, "socket_dir")
+        await self._ensure_cluster(run_as)
+        cluster.fix_ownership(pg.data_dir, run_as)
+        self._check_version()
+        firstboot.apply_overrides(self._context(run_as), pg.data_dir)
+        # a live server of this data directory that no one supervises is stopped (immediate
+        # shutdown); a stale postmaster.pid is removed; then stray backends of a dead one are ended
+        await cluster.clear_postmaster_pid(pg.data_dir, self.log)
+        await cluster.kill_leftovers(pg.data_dir)
+        argv = [self.binaries.path("postgres"), "-D", pg.data_dir, "-p", str(pg.port),
+                "-h", pg.listen_addresses, "-k", pg.socket_dir]
+        for key, value in pg.settings:
+            argv += ["-c", f"{key}={value}"]
+        return Launch(tuple(argv), self._context(run_as).env(), "/", run_as)
+
+    def _context(self, run_as: RunAs | None) -> firstboot.Context:
+        assert self.binaries is not None
+        return firstboot.Context(self.spec, self.pg, self.binaries, run_as, self.log)
+
+    async def _ensure_cluster(self, run_as: RunAs | None) -> None:
+        data_dir = self.pg.data_dir
+        for leftover in cluster.siblings(data_dir):
+            await cluster.kill_users_of(leftover, self.log)
+            self.log.warning(f"removing {leftover}, left by an interrupted first boot")
+            cluster.remove_tree(leftover)
+        found = cluster.survey(data_dir)
+        if found.state == "roll-forward":
+            assert found.staging is not None
+            await cluster.kill_users_of(found.staging, self.log)
+            self.log.warning("finishing an interrupted first boot (its cluster was complete)", data_dir=data_dir)
+            cluster.roll_forward(found.staging, data_dir)
+            found = cluster.survey(data_dir)
+        for staging in cluster.inner_stagings(data_dir):
+            await cluster.kill_users_of(staging, self.log)
+            self.log.warning(f"removing {staging}, left by an interrupted first boot")
+            cluster.remove_tree(staging)
+        if found.state in ("missing", "empty"):
+            if found.state == "empty":
+                cluster.make_private_dir(data_dir, run_as, "data_dir", ignore=frozenset(cluster.IGNORED_ENTRIES))
+            await firstboot.first_boot(self._context(run_as), data_dir, found.state)
+        elif not found.ours:
+            self.log.info("data_dir holds a cluster made elsewhere (no hive-init marker): using it as it is; "
+                          "init scripts are not run", data_dir=data_dir)
+
+    def _check_version(self) -> None:
+        assert self.binaries is not None
+        path = os.path.join(self.pg.data_dir, "PG_VERSION")
+        try:
+            with open(path, encoding="utf-8") as f:
+                version = f.read().strip()
+        except OSError as e:
+            raise PrepareError(f"cannot read {path}: {e.strerror}") from None
+        major = self.binaries.major
+        if major and version != major:
+            raise PrepareError(
+                f"data_dir {self.pg.data_dir} holds a PostgreSQL {version} cluster, but the binaries in "
+                f"{self.binaries.bin_dir} are PostgreSQL {self.binaries.version}: upgrade the cluster "
+                f"(pg_upgrade, or dump and restore), or set bin_dir to PostgreSQL {version}'s")
+
+    # ---- after the spawn ------------------------------------------------------------------------
+    async def started(self, child: Child) -> None:
+        pg = self.pg
+        conn = await bootstrap.wait_accepting(pg, pg.socket_dir, pg.data_dir, child, pg.startup_timeout)
+        try:
+            await bootstrap.bootstrap(conn, pg, pg.socket_dir, self.log)
+        finally:
+            try:
+                await conn.close(timeout=5)
+            except Exception:
+                conn.terminate()
+
+    def stop_plan(self) -> list[tuple[int, float]]:
+        return [(self.spec.stop_signal, self.spec.stop_timeout), (signal.SIGQUIT, IMMEDIATE_WAIT)]
+
+    async def exited(self, code: int) -> None:
+        """PostgreSQL makes every backend and auxiliary process the leader of a session of its own
+        (setsid in InitPostmasterChild), so the SIGKILL the runtime sends to the postmaster's
+        process group when it dies does not reach them: after a crash they live on, holding the
+        old shared memory, and a new postmaster refuses to start. They work in the data
+        directory: end every postgres process there, and wait until they are gone."""
+        try:
+            await cluster.kill_leftovers(self.pg.data_dir)
+        except PrepareError as e:
+            self.log.error(str(e))
+
+    # ---- readiness ------------------------------------------------------------------------------
+    async def probe(self, probe: Probe) -> ProbeResult:
+        pg = self.pg
+        start = time.monotonic()
+        role, database = pg.ready_role, pg.ready_database
+        password = pg.password_of(role)
+        tcp = bool(pg.listen_addresses) and password is not None
+        host = tcp_host(pg.listen_addresses) if tcp else pg.socket_dir
+        how = f"{host}:{pg.port}" if tcp else "the unix socket"
+        try:
+            conn = await asyncpg.connect(host=host, port=pg.port, user=role, database=database, password=password,
+                                         timeout=probe.timeout, ssl=_ssl(pg) if tcp else False,
+                                         statement_cache_size=0,
+                                         server_settings={"application_name": "hive-init probe"})
+            try:
+                value = await conn.fetchval("SELECT 1")
+            finally:
+                conn.terminate()
+            ok = value == 1
+            message = f"SELECT 1 as {role} in {database} over {how}" if ok else f"SELECT 1 returned {value!r}"
+        except Exception as e:  # the probe reports, it never raises
+            ok, message = False, f"{role}@{database} over {how}: {bootstrap.describe_error(e)}"
+        return ProbeResult(ok, time.monotonic() - start, message, time.time())
+
+
+def tcp_host(listen_addresses: str) -> str:
+    first = listen_addresses.split(",")[0].strip()
+    if first in ("*", "0.0.0.0"):
+        return "127.0.0.1"
+    if first == "::":
+        return "::1"
+    return first
+
+
+def _ssl(pg: PostgresSpec) -> bool | str:
+    enabled = dict(pg.settings).get("ssl", "off").lower() in ("on", "true", "yes", "1")
+    return "prefer" if enabled else False
