@@ -1,1 +1,1 @@
-from tests.helpers import start_init  # noqa: F401  (the fixture)
+from tests.helpers import open_tmp, start_init  # noqa: F401  (fixtures)

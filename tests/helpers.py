@@ -176,3 +176,15 @@ def start_init(tmp_path: Path):
     yield start
     for init in started:
         init.close()
+
+
+@pytest.fixture
+def open_tmp():
+    """A temp dir other users can read (pytest's own lives under a 0700 dir): for switched users."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="hive-init-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

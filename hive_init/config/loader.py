@@ -216,15 +216,15 @@ def _run_as(t: Table, default_user: str | None) -> RunAs | None:
             raise t.error("group", "needs user to be set as well")
         return None
     try:
-        entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
-    except KeyError:
+        entry = pwd.getpwnam(user) if not (user.isascii() and user.isdigit()) else pwd.getpwuid(int(user))
+    except (KeyError, ValueError, OverflowError):
         key = "user" if t.has("user") else "kind"
         raise t.error(key, f"no such user {user!r} on this system (create it: useradd --system --no-create-home {user})") from None
     gid = entry.pw_gid
     if group is not None:
         try:
-            gid = (grp.getgrnam(group) if not group.isdigit() else grp.getgrgid(int(group))).gr_gid
-        except KeyError:
+            gid = (grp.getgrnam(group) if not (group.isascii() and group.isdigit()) else grp.getgrgid(int(group))).gr_gid
+        except (KeyError, ValueError, OverflowError):
             raise t.error("group", f"no such group {group!r} on this system") from None
     groups = tuple(sorted(set(os.getgrouplist(entry.pw_name, gid))))
     return RunAs(user=entry.pw_name, uid=entry.pw_uid, gid=gid, groups=groups, home=entry.pw_dir)

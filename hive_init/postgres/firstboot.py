@@ -20,7 +20,8 @@ from hive_init.postgres.binaries import Binaries
 from hive_init.postgres.spec import PostgresSpec
 from hive_init.runtime.kind import PrepareError
 from hive_init.runtime.output import LineSplitter, decode
-from hive_init.runtime.spawn import Child, SpawnError, child_environment, run_command, spawn
+from hive_init.postgres import commands
+from hive_init.runtime.spawn import Child, SpawnError, child_environment, spawn
 
 CONF_MARK = "# hive-init: conf_file"
 TEMP_STOP_TIMEOUT = 30.0
@@ -160,12 +161,16 @@ async def _build(ctx: Context, staging: str) -> list[str]:
         async with anyio.create_task_group() as tg:  # the temporary server's output pump
             server = _start_temp_server(ctx, staging, private, tg)
             try:
-                scripts = await _setup(ctx, staging, private, server)
-            except Exception as e:  # raised below: a task group would wrap it in an ExceptionGroup
-                failure = e
-            finally:
+                try:
+                    scripts = await _setup(ctx, staging, private, server)
+                except Exception as e:  # raised below: a task group would wrap it in an ExceptionGroup
+                    failure = e
+                code = await _stop_temp_server(ctx, server)
+            except BaseException:  # cancelled (the shutdown deadline): no time to be gentle
                 with anyio.CancelScope(shield=True):
-                    code = await _stop_temp_server(ctx, server)
+                    await _kill_temp_server(ctx, server, staging)
+                raise
+            finally:
                 tg.cancel_scope.cancel()
         if failure is not None:
             raise failure
@@ -214,7 +219,7 @@ async def _initdb(ctx: Context, staging: str, private: str) -> None:
         args.append(f"--pwfile={pwfile}")
     ctx.log.info("first boot: initdb", args=" ".join(a for a in args[3:] if not a.startswith("--pwfile"))
                  + (" " + " ".join(pg.initdb_args) if pg.initdb_args else ""))
-    result = await run_command(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
+    result = await commands.run(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
     if not result.ok and "invalid locale name" in result.output and "C.UTF-8" in result.output:
         ctx.log.warning("first boot: locale C.UTF-8 is not available here; using the C locale (--no-locale)")
         for entry in os.listdir(staging):  # initdb empties it when it fails; make sure
@@ -224,7 +229,7 @@ async def _initdb(ctx: Context, staging: str, private: str) -> None:
             else:
                 os.unlink(path)
         args[args.index("--locale=C.UTF-8")] = "--no-locale"
-        result = await run_command(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
+        result = await commands.run(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
     if not result.ok:
         raise PrepareError(f"initdb failed ({result.describe()}): {_last_line(result.output)}")
     for line in result.output.splitlines():
@@ -274,7 +279,7 @@ async def _pump(name: str, child: Child) -> None:
 
 
 async def _stop_temp_server(ctx: Context, server: Child) -> int:
-    """Fast shutdown (SIGINT to the postmaster alone), then immediate, then SIGKILL to the group."""
+    """Fast shutdown (SIGINT to the postmaster alone), then immediate, then SIGKILL."""
     for signum, wait in ((signal.SIGINT, TEMP_STOP_TIMEOUT), (signal.SIGQUIT, 5.0)):
         server.signal(signum, group=False)
         with anyio.move_on_after(wait):
@@ -282,10 +287,22 @@ async def _stop_temp_server(ctx: Context, server: Child) -> int:
         if server.code is not None:
             return server.code
         ctx.log.warning(f"temporary server still running {wait:g}s after {signal.Signals(signum).name}")
-    server.signal(signal.SIGKILL, group=True)
-    await server.exited.wait()
-    assert server.code is not None
-    return server.code
+    await commands.kill(server)
+    return server.code if server.code is not None else -signal.SIGKILL
+
+
+async def _kill_temp_server(ctx: Context, server: Child, staging: str) -> None:
+    """Immediate shutdown, briefly; then SIGKILL to it and to every process working in the
+    staging directory (its backends are not in its process group). Bounded: the reaper may not
+    be running any more."""
+    if server.code is None:
+        server.signal(signal.SIGQUIT, group=False)
+        if not await commands.wait_exit(server, 2.0):
+            server.signal(signal.SIGKILL, group=True)
+    try:
+        await cluster.kill_users_of(staging, ctx.log)
+    except PrepareError as e:
+        ctx.log.error(str(e))
 
 
 # ---- init scripts ---------------------------------------------------------------------------------
@@ -332,7 +349,7 @@ async def _run_scripts(ctx: Context, staging: str, private: str) -> list[str]:
             ctx.log.info(f"first boot: ignoring {name} in init_dir (not *.sh, *.sql or *.sql.gz)")
             continue
         ctx.log.info(f"first boot: running init script {name}")
-        result = await run_command(argv, env=env, cwd="/", run_as=ctx.run_as, output_limit=256 * 1024)
+        result = await commands.run(argv, env=env, cwd="/", run_as=ctx.run_as, output_limit=256 * 1024)
         for line in result.output.splitlines():
             logging.child_line(ctx.name, "stdout", line)
         if not result.ok:

@@ -50,6 +50,13 @@ class PostgresKind(Kind):
         return None
 
     async def prepare(self) -> Launch:
+        try:
+            return await self._prepare()
+        except OSError as e:  # a full disk, a read-only mount, a permission: a failed start, not a crash
+            where = f" ({e.filename})" if e.filename else ""
+            raise PrepareError(f"cannot prepare the data directory: {e.strerror or e}{where}") from None
+
+    async def _prepare(self) -> Launch:
         pg = self.pg
         if self.binaries is None:
             self.binaries = await binaries_mod.find(pg.bin_dir)
@@ -119,14 +126,17 @@ class PostgresKind(Kind):
     # ---- after the spawn ------------------------------------------------------------------------
     async def started(self, child: Child) -> None:
         pg = self.pg
-        conn = await bootstrap.wait_accepting(pg, pg.socket_dir, pg.data_dir, child, pg.startup_timeout)
         try:
-            await bootstrap.bootstrap(conn, pg, pg.socket_dir, self.log)
-        finally:
+            conn = await bootstrap.wait_accepting(pg, pg.socket_dir, pg.data_dir, child, pg.startup_timeout)
             try:
-                await conn.close(timeout=5)
-            except Exception:
-                conn.terminate()
+                await bootstrap.bootstrap(conn, pg, pg.socket_dir, self.log)
+            finally:
+                try:
+                    await conn.close(timeout=5)
+                except Exception:
+                    conn.terminate()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise PrepareError(f"cannot connect for the bootstrap: {bootstrap.describe_error(e)}") from None
 
     def stop_plan(self) -> list[tuple[int, float]]:
         return [(self.spec.stop_signal, self.spec.stop_timeout), (signal.SIGQUIT, IMMEDIATE_WAIT)]

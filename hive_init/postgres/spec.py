@@ -215,8 +215,14 @@ def _initdb_args(t: Table, env: Mapping[str, str]) -> tuple[str, ...]:
             raise t.error(None, f"POSTGRES_INITDB_ARGS: {e}") from None
     args += t.string_list("initdb_args", (), allow_empty=True)
     for arg in args:
-        if arg.split("=", 1)[0] in ("-D", "--pgdata") or arg.startswith("-D"):
+        name = arg.split("=", 1)[0]
+        if name == "--pgdata" or arg.startswith("-D"):
             raise t.error("initdb_args", "the data directory comes from data_dir; remove -D/--pgdata")
+        if name == "--username" or arg.startswith("-U"):
+            raise t.error("initdb_args", "the superuser's name comes from superuser (or POSTGRES_USER); remove -U/--username")
+        if name in ("--pwfile", "--pwprompt") or arg == "-W":
+            raise t.error("initdb_args", "the superuser's password comes from superuser_password(_file); "
+                                         "remove --pwfile/--pwprompt")
     return tuple(args)
 
 

@@ -41,6 +41,7 @@ class Supervisor:
         self._shutdown = anyio.Event()
         self._grace: anyio.CancelScope | None = None
         self._forced = False
+        self._reloading = anyio.Lock()
         self.reaper = reaper
         for name in self.order:
             self.programs[name] = Program(config.programs[name], self.board, self.programs,
@@ -76,6 +77,10 @@ class Supervisor:
 
     async def apply(self, config: Config) -> dict[str, list[str]]:
         """A new config on a running init (reload): the programs' differences only."""
+        async with self._reloading:
+            return await self._apply(config)
+
+    async def _apply(self, config: Config) -> dict[str, list[str]]:
         old, new = self.config.programs, config.programs
         removed = [n for n in old if n not in new]
         changed = [n for n in old if n in new and old[n] != new[n]]
@@ -148,7 +153,8 @@ class Supervisor:
                 elif signum in SHUTDOWN:
                     self._on_shutdown_signal(signum)
                 elif signum == signal.SIGHUP:
-                    await self._on_reload_signal()
+                    # never awaited here: this loop must stay free to reap while programs stop
+                    self._tg.start_soon(self._on_reload_signal)
                 elif signum == signal.SIGUSR1:
                     for program in self.programs.values():
                         if program.output.file is not None:
