@@ -16,10 +16,10 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from conftest import free_port  # noqa: E402
-from test_e2e import APP, NAMESPACE, Init, write_config  # noqa: E402
+from tests.postgres.conftest import free_port  # noqa: E402
+from tests.postgres.test_e2e import APP, NAMESPACE, Init, write_config  # noqa: E402
 
 
 def _ts(event: dict) -> float:

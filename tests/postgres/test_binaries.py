@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import run_with_reaper
+from tests.postgres.conftest import run_with_reaper
 from hive_init.postgres import binaries
 from hive_init.runtime.kind import PrepareError
 

@@ -13,7 +13,7 @@ import anyio
 import asyncpg
 import pytest
 
-from conftest import ROOT, base_toml, free_port, run_with_reaper, spec_from
+from tests.postgres.conftest import ROOT, base_toml, free_port, run_with_reaper, spec_from
 from hive_init.config import ConfigError
 from hive_init.config.model import ProgramSpec
 from hive_init.postgres import cluster

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from conftest import ROOT, base_toml, free_port
+from tests.postgres.conftest import ROOT, base_toml, free_port
 from hive_init.postgres import binaries, cluster
 
 pytestmark = pytest.mark.usefixtures("postgres_user")
@@ -252,6 +252,8 @@ def test_crash_recovery_and_a_clean_stop(scratch):
         assert postgres["restarts"] == 1 and postgres["last_exit"] == -signal.SIGKILL
         assert init.postmaster(data_dir) != first_pid
         assert init.health()["ready"] is True
+        shown = json.dumps(init.status()) + json.dumps(init.health())
+        assert APP_PASSWORD not in shown and SUPER_PASSWORD not in shown
 
         assert init.terminate() == 0
     finally:
@@ -382,3 +384,29 @@ async def _count(port: int, database: str, sql: str) -> int:
         return await conn.fetchval(sql)
     finally:
         await conn.close()
+
+
+def test_a_stop_during_the_first_boot_leaves_nothing(scratch):
+    """TERM while an init script runs: the init waits its shutdown_timeout, then ends the first
+    boot (the reaper is gone by then: nothing may wait for an exit without a bound) and exits."""
+    pg_port, http_port = free_port(), free_port()
+    data_dir = os.path.join(scratch, "data")
+    init_dir = os.path.join(scratch, "initdb.d")
+    os.makedirs(init_dir)
+    with open(os.path.join(init_dir, "01-forever.sh"), "w") as f:
+        f.write("while :; do sleep 0.05; done\n")
+    os.chmod(os.path.join(init_dir, "01-forever.sh"), 0o644)
+    config = write_config(scratch, pg_port, http_port, APP)
+    with open(config) as f:
+        text = f.read().replace('shutdown_timeout = "30s"', 'shutdown_timeout = "1s"')
+    with open(config, "w") as f:
+        f.write(text)
+    init = Init(config, http_port, os.path.join(scratch, "ctl.sock"))
+    try:
+        init.wait_msg("first boot: running init script 01-forever.sh")
+        assert init.terminate() == 0
+    finally:
+        init.close()
+    settle(scratch)
+    assert cluster.survey(data_dir).state == "missing" and not cluster.siblings(data_dir)
+    assert not cluster.users_of(scratch)

@@ -197,6 +197,8 @@ def test_the_program_environment_table_counts_too(monkeypatch):
     ('user = "root"', "programs.postgres.user: PostgreSQL refuses to run as root"),
     ('command = ["postgres"]', "programs.postgres.command: a kind = \"postgres\" program builds its own command"),
     ('initdb_args = ["-D/elsewhere"]', "programs.postgres.initdb_args: the data directory comes from data_dir"),
+    ('initdb_args = ["--username=admin"]', "programs.postgres.initdb_args: the superuser's name comes from superuser"),
+    ('initdb_args = ["-W"]', "programs.postgres.initdb_args: the superuser's password comes from superuser_password"),
     ('socket_dir = "/' + "s" * 100 + '"', "programs.postgres.socket_dir: is too long for a unix socket path"),
     ('superuser_password = "a"\nsuperuser_password_file = "/b"', "programs.postgres.superuser_password_file: give either"),
     ('startup_timeout = "0s"', "programs.postgres.startup_timeout: must be more than 0"),
