@@ -1,11 +1,8 @@
 """The `hive-init` command line. Argument parsing only: each subcommand imports what it needs
-when it runs, so `hive-init health` (run by Docker every few seconds) loads almost nothing."""
+when it runs, and `hive-init health` (run by Docker every few seconds) skips even argparse."""
 
-import argparse
 import os
 import sys
-
-from hive_init import exits
 
 DEFAULT_CONFIG = "/etc/hive-init/hive-init.toml"
 
@@ -14,7 +11,9 @@ def config_path(explicit: str | None) -> str:
     return explicit or os.environ.get("HIVE_INIT_CONFIG") or DEFAULT_CONFIG
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():  # -> argparse.ArgumentParser, imported here: the health check never needs it
+    import argparse
+
     p = argparse.ArgumentParser(prog="hive-init", description="init and supervisor for all-in-one containers")
     p.add_argument("-V", "--version", action="store_true", help="print the version and exit")
     p.add_argument("-s", "--socket", help="control socket (default: $HIVE_INIT_SOCKET, or /run/hive-init.sock as root)")
@@ -54,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["health"] or (len(argv) == 3 and argv[0] in ("-s", "--socket") and argv[2] == "health"):
+        from hive_init.healthcheck import main as health
+
+        return health(argv[1] if len(argv) == 3 else None)
+    from hive_init import exits
+
     args = _parser().parse_args(argv)
     if args.version:
         from hive_init import __version__
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check(path: str | None) -> int:
+    from hive_init import exits
     from hive_init.config import ConfigError, load
 
     path = config_path(path)
@@ -92,7 +99,9 @@ def _check(path: str | None) -> int:
     return exits.OK
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args) -> int:  # args: argparse.Namespace
+    from hive_init import exits
+
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if argv:
         if args.config:
@@ -135,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_single(argv: list[str], rewrites: list[str], group: bool) -> int:
+    from hive_init import exits
     from hive_init.config.fields import parse_signal
 
     table: dict[int, int] = {}

@@ -11,35 +11,23 @@ from hive_init.api.protocol import Client, Unreachable, socket_path
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.command == "health":
+        from hive_init.healthcheck import main as health
+
+        return health(args.socket)
     path = socket_path(args.socket)
     try:
         client = Client(path)
     except Unreachable as e:
-        if args.command == "health":
-            print(f"unhealthy: {e}")
-            return 1
         print(f"hive-init: {e}", file=sys.stderr)
         return exits.UNREACHABLE
     try:
         return _COMMANDS[args.command](client, args)
     except Unreachable as e:
-        if args.command == "health":
-            print(f"unhealthy: {e}")
-            return 1
         print(f"hive-init: {e}", file=sys.stderr)
         return exits.UNREACHABLE
     finally:
         client.close()
-
-
-def _health(client: Client, args: argparse.Namespace) -> int:
-    reply = client.request({"cmd": "health"})
-    programs = reply["programs"]
-    if reply["ready"]:
-        print(f"healthy: {sum(p['ready'] for p in programs)}/{len(programs)} programs ready")
-        return 0
-    print("unhealthy: " + ("; ".join(reply["failing"]) or "shutting down"))
-    return 1
 
 
 def _status(client: Client, args: argparse.Namespace) -> int:
@@ -126,7 +114,6 @@ def _reload(client: Client, args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
-    "health": _health,
     "status": _status,
     "start": _program_command,
     "stop": _program_command,

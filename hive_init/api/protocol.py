@@ -2,7 +2,6 @@
 line, request then response(s). Kept free of heavy imports: the CLI's health check loads it."""
 
 import json
-import os
 import socket
 
 MAX_REQUEST = 64 * 1024
@@ -12,15 +11,7 @@ def encode(message: dict) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def socket_path(explicit: str | None = None) -> str:
-    if explicit:
-        return explicit
-    if os.environ.get("HIVE_INIT_SOCKET"):
-        return os.environ["HIVE_INIT_SOCKET"]
-    if os.geteuid() == 0:
-        return "/run/hive-init.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return os.path.join(runtime, "hive-init.sock") if runtime else f"/tmp/hive-init-{os.geteuid()}.sock"
+from hive_init.healthcheck import socket_path  # noqa: E402,F401  (one definition of the default path)
 
 
 class Unreachable(Exception):

@@ -14,6 +14,7 @@ from hive_init.config.errors import ConfigError
 from hive_init.config.expand import UnsetVariable, expand
 from hive_init.config.fields import Table
 from hive_init.config.graph import find_cycle
+from hive_init.healthcheck import default_socket_path
 from hive_init.config.model import Backoff, Config, InitSpec, LogFile, Probe, ProgramSpec, RunAs
 
 DEFAULT_PATH = "/etc/hive-init/hive-init.toml"
@@ -21,11 +22,6 @@ KINDS = ("command", "postgres")
 CONDITIONS = ("started", "ready", "completed")
 
 
-def default_control_socket() -> str:
-    if os.geteuid() == 0:
-        return "/run/hive-init.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return os.path.join(runtime, "hive-init.sock") if runtime else f"/tmp/hive-init-{os.geteuid()}.sock"
 
 
 def load(path: str, env: Mapping[str, str] | None = None) -> Config:
@@ -98,7 +94,7 @@ def _init(t: Table) -> InitSpec:
         log_format=t.choice("log_format", ("json", "console", "auto"), "auto"),
         log_level=t.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         http=address,
-        control_socket=t.string("control_socket", "") or default_control_socket(),
+        control_socket=t.string("control_socket", "") or default_socket_path(),
         output_buffer_lines=t.integer("output_buffer_lines", 1000, minimum=1, maximum=1_000_000),
     )
     t.done()
