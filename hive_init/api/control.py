@@ -73,12 +73,10 @@ async def _client(supervisor: "Supervisor", stream: SocketStream, limiter: anyio
             await _send(stream, _error("busy", "too many control connections"))
             return
         async with limiter:
-            if not _peer_allowed(stream):
-                await _send(stream, _error("forbidden", "only root and the init's user may use the control socket"))
-                return
+            allowed = _peer_allowed(stream)
             buffer = b""
             while True:
-                with anyio.move_on_after(REQUEST_TIMEOUT if not buffer else REQUEST_TIMEOUT):
+                with anyio.move_on_after(REQUEST_TIMEOUT):
                     while b"\n" not in buffer:
                         try:
                             data = await stream.receive(65536)
@@ -91,6 +89,9 @@ async def _client(supervisor: "Supervisor", stream: SocketStream, limiter: anyio
                 if b"\n" not in buffer:
                     return  # idle or too slow: the connection is not worth a slot
                 line, _, buffer = buffer.partition(b"\n")
+                if not allowed:  # answered only after the request is read: every request gets a reply
+                    await _send(stream, _error("forbidden", "only root and the init's user may use the control socket"))
+                    return
                 try:
                     request = json.loads(line)
                     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
