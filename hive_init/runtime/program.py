@@ -46,6 +46,7 @@ class Program:
         self._wakeup = anyio.Event()
         self._unhealthy = False
         self.scope = anyio.CancelScope()  # the supervisor's handle on this program's task
+        self._preparing: anyio.CancelScope | None = None
 
     # ---- what others see -------------------------------------------------------------------
     @property
@@ -78,6 +79,8 @@ class Program:
     async def stop(self) -> None:
         self.want_up = False
         self._wakeup.set()
+        if self._preparing is not None:
+            self._preparing.cancel()
         self.board.changed()
         await self.board.until(lambda: self.state in DOWN)
 
@@ -181,7 +184,14 @@ class Program:
         self._wakeup = anyio.Event()
         self._unhealthy = False
         try:
-            launch = await self.kind.prepare()
+            # a stop request cancels a long preparation (PostgreSQL's first boot) at once
+            try:
+                with anyio.CancelScope() as self._preparing:
+                    launch = await self.kind.prepare()
+            finally:
+                self._preparing = None
+            if not self.want_up:
+                return None, True
             child = spawn(launch.argv, env=launch.env, cwd=launch.cwd, run_as=launch.run_as,
                           kill_group=self.spec.kill_group, on_exit=lambda _child: self._wakeup.set())
         except (PrepareError, SpawnError) as e:

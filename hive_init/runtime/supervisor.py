@@ -56,9 +56,10 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await tg.start(self._signals)
-            await self._start_endpoints(tg)
+            # programs first: importing the endpoints' modules must not delay the first spawn
             for name in self.order:
                 self._launch(self.programs[name])
+            await self._start_endpoints(tg)
             tg.start_soon(self._watch_critical)
             await self._shutdown.wait()
             await self._stop_all()
