@@ -6,8 +6,10 @@ from collections.abc import Iterable
 # scheme://user:password@host → scheme://user:***@host
 _URL_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
 # PASSWORD=..., "password": "...", password '...' in key/value shaped text
+# (not `${NAME_PASSWORD}` or `${NAME_PASSWORD:-…}`: a reference to a secret is not a secret)
 _KEY_VALUE = re.compile(
-    r"(?P<key>\b[\w.-]*(?:password|passwd|secret|token|api_key)[\w.-]*\b[\"']?\s*[=:]\s*[\"']?)(?P<value>[^\s\"',;&]+)",
+    r"(?P<key>(?<![{\w.-])[\w.-]*(?:password|passwd|secret|token|api_key)[\w.-]*\b[\"']?\s*[=:]\s*[\"']?)"
+    r"(?!\$\{)(?P<value>[^\s\"',;&]+)",
     re.IGNORECASE,
 )
 MASK = "***"
