@@ -25,9 +25,9 @@ import pytest
 from tests.postgres.conftest import ROOT, base_toml, free_port
 from hive_init.postgres import binaries, cluster
 
-pytestmark = pytest.mark.usefixtures("postgres_user")
 
-NAMESPACE = ROOT and shutil.which("unshare") is not None
+NAMESPACE = ROOT and shutil.which("unshare") is not None  # as root: PID 1 of a new PID namespace
+pytestmark = [pytest.mark.usefixtures("postgres_user")] + ([pytest.mark.pid1] if NAMESPACE else [])
 APP_PASSWORD = "e2e-App-Pw-31337"
 SUPER_PASSWORD = "e2e-Super-Pw-4711"
 WAIT = 60.0  # generous: only ever a bound on waiting, never an assertion about speed

@@ -11,6 +11,7 @@ from hive_init.config import ConfigError, loads
 from hive_init.postgres.spec import FIELDS, Database, PostgresSpec, Role
 
 ROOT = os.geteuid() == 0
+pytestmark = pytest.mark.usefixtures("postgres_user")  # as root, the default user must exist
 OFFICIAL_VARS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "POSTGRES_DB",
                  "POSTGRES_INITDB_ARGS", "PGDATA")
 
