@@ -354,6 +354,27 @@ def roll_forward(staging: str, data_dir: str) -> None:
 
 
 # ---- ownership and modes ------------------------------------------------------------------------
+# Modes are always set explicitly, never left to the umask: hive-init's umask is not ours to rely
+# on (and another task may have it changed for a moment).
+
+def make_dir(path: str, mode: int) -> None:
+    os.mkdir(path, mode)
+    os.chmod(path, mode)
+
+
+def make_dirs(path: str, mode: int = 0o755) -> None:
+    """Like os.makedirs, with `mode` on every directory it creates."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        make_dirs(parent, mode)
+    try:
+        make_dir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
 
 def make_private_dir(path: str, run_as: RunAs | None, what: str, mode: int = 0o700,
                      ignore: frozenset[str] = frozenset()) -> None:
@@ -362,10 +383,9 @@ def make_private_dir(path: str, run_as: RunAs | None, what: str, mode: int = 0o7
     empty; a shared directory (like /tmp) is never chmod-ed."""
     uid = run_as.uid if run_as else os.geteuid()
     gid = run_as.gid if run_as else os.getegid()
-    parent = os.path.dirname(path)
     try:
-        os.makedirs(parent, mode=0o755, exist_ok=True)
-        os.mkdir(path, mode)
+        make_dirs(os.path.dirname(path))
+        make_dir(path, mode)
     except FileExistsError:
         pass
     except OSError as e:

@@ -118,13 +118,13 @@ async def first_boot(ctx: Context, data_dir: str, state: str) -> None:
         staging = cluster.new_sibling(data_dir)
         parent = os.path.dirname(data_dir)
         try:
-            os.makedirs(parent, mode=0o755, exist_ok=True)
+            cluster.make_dirs(parent)
         except OSError as e:
             raise PrepareError(f"cannot create {parent} for data_dir: {e.strerror}") from None
     else:
         staging = cluster.new_inner(data_dir)
     try:
-        os.mkdir(staging, 0o700)
+        cluster.make_dir(staging, 0o700)
         cluster.chown_to(staging, ctx.run_as)
     except OSError as e:
         raise PrepareError(f"cannot create {staging}: {e.strerror}") from None
@@ -202,6 +202,7 @@ def _private_dir(run_as: RunAs | None) -> str:
     if len(base) > 60:
         base = "/tmp"
     path = tempfile.mkdtemp(prefix="hive-init-pg-", dir=base)
+    os.chmod(path, 0o700)  # whatever the umask is
     cluster.chown_to(path, run_as)
     return path
 
@@ -339,7 +340,8 @@ async def _run_scripts(ctx: Context, staging: str, private: str) -> list[str]:
         elif name.endswith(".sql.gz"):
             unpacked = os.path.join(private, f"{len(ran)}-{name[:-3]}")
             try:
-                with gzip.open(path, "rb") as src, open(unpacked, "wb") as dst:
+                with gzip.open(path, "rb") as src, open(os.open(unpacked, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                                                         "wb") as dst:
                     shutil.copyfileobj(src, dst)
             except (OSError, EOFError, gzip.BadGzipFile) as e:
                 raise PrepareError(f"init script {name}: cannot decompress: {e}") from None

@@ -249,7 +249,7 @@ def test_crash_recovery_and_a_clean_stop(scratch):
         rows = asyncio.run(_ids(pg_port))
         assert set(committed) <= rows, f"committed rows lost: {sorted(set(committed) - rows)[:10]}"
         postgres = init.wait_state("postgres", "READY")
-        assert postgres["restarts"] == 1 and postgres["last_exit"] == -signal.SIGKILL
+        assert postgres["restarts"] == 1 and postgres["last_exit"] == -signal.SIGKILL, init.output()
         assert init.postmaster(data_dir) != first_pid
         assert init.health()["ready"] is True
         shown = json.dumps(init.status()) + json.dumps(init.health())
