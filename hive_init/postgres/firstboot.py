@@ -15,12 +15,11 @@ import anyio
 
 from hive_init import __version__, log as logging
 from hive_init.config.model import ProgramSpec, RunAs
-from hive_init.postgres import bootstrap, cluster
+from hive_init.postgres import bootstrap, cluster, commands
 from hive_init.postgres.binaries import Binaries
 from hive_init.postgres.spec import PostgresSpec
 from hive_init.runtime.kind import PrepareError
 from hive_init.runtime.output import LineSplitter, decode
-from hive_init.postgres import commands
 from hive_init.runtime.spawn import Child, SpawnError, child_environment, spawn
 
 CONF_MARK = "# hive-init: conf_file"
@@ -234,7 +233,8 @@ async def _initdb(ctx: Context, staging: str, private: str) -> None:
     if not result.ok:
         raise PrepareError(f"initdb failed ({result.describe()}): {_last_line(result.output)}")
     for line in result.output.splitlines():
-        if line.strip().startswith(("initdb: warning", "WARNING")):
+        # trust on the socket is deliberate (a private, 0700 directory): no warning for it
+        if line.strip().startswith(("initdb: warning", "WARNING")) and '"trust"' not in line:
             ctx.log.warning(f"initdb: {line.strip()}")
 
 
