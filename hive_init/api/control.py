@@ -10,7 +10,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import SocketAttribute, SocketListener, SocketStream
 
 from hive_init import log, redact
 from hive_init.api.protocol import MAX_REQUEST, encode
@@ -27,12 +27,7 @@ REQUEST_TIMEOUT = 5.0
 async def serve_control(supervisor: "Supervisor", *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
     path = supervisor.config.init.control_socket
     _claim(path)
-    old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
-    try:
-        listener = await anyio.create_unix_listener(path)
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
+    listener = await SocketListener.from_socket(_bind(path))
     limiter = anyio.CapacityLimiter(MAX_CLIENTS)
     task_status.started()
     try:
@@ -43,6 +38,20 @@ async def serve_control(supervisor: "Supervisor", *, task_status: Any = anyio.TA
             os.unlink(path)
         except OSError:
             pass
+
+
+def _bind(path: str) -> socket.socket:
+    """The socket is born 0600 (no window where others could connect). The umask is process-wide,
+    so it is changed only around the synchronous bind: no other task runs meanwhile."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    sock.listen(MAX_CLIENTS)
+    sock.setblocking(False)
+    return sock
 
 
 def _claim(path: str) -> None:
