@@ -159,6 +159,9 @@ class CommandResult:
         return describe_exit(self.code)
 
 
+KILL_WAIT = 2.0
+
+
 async def run_command(
     argv: Sequence[str],
     *,
@@ -169,42 +172,98 @@ async def run_command(
     output_limit: int = 64 * 1024,
 ) -> CommandResult:
     """Run a command to completion (through the one reaper), with its output (stdout and stderr
-    together, the last `output_limit` bytes). At `timeout` its whole group is killed (-9)."""
+    together, the last `output_limit` bytes). At `timeout` its whole group is killed (-9).
+
+    The exit, not the end of the output, ends the command: a background process that keeps the
+    pipe open cannot make it hang. Every wait that follows a cancellation is bounded: at the
+    shutdown deadline the task that drives the reaper is cancelled too, so an exit may never be
+    reported again, and an unbounded shielded wait would hang the init."""
     try:
         child = spawn(argv, env=env, cwd=cwd, run_as=run_as, merge_stderr=True)
     except SpawnError as e:
         return CommandResult(e.code, str(e))
     output = bytearray()
     try:
-        with anyio.move_on_after(timeout):
-            await _collect(child, output, output_limit)
-            await child.exited.wait()
-        if child.code is None:
-            child.signal(signal.SIGKILL, group=True)
-            with anyio.CancelScope(shield=True):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_read, child, output, output_limit)
+            with anyio.move_on_after(timeout):
                 await child.exited.wait()
+            if child.code is None:  # timed out
+                await kill(child)
+            _drain(child, output, output_limit)
+            tg.cancel_scope.cancel()
     except BaseException:
         with anyio.CancelScope(shield=True):
-            child.signal(signal.SIGKILL, group=True)
-            await child.exited.wait()
+            await kill(child)
         raise
     finally:
         child.close_pipes()
-    assert child.code is not None
-    return CommandResult(child.code, output.decode("utf-8", "replace"))
+    code = child.code if child.code is not None else -signal.SIGKILL
+    return CommandResult(code, output.decode("utf-8", "replace"))
 
 
-async def _collect(child: Child, output: bytearray, limit: int) -> None:
+async def kill(child: Child) -> None:
+    """SIGKILL to the child's whole process group, and a bounded wait for its exit."""
+    child.signal(signal.SIGKILL, group=True)
+    await wait_exit(child, KILL_WAIT)
+
+
+async def wait_exit(child: Child, timeout: float) -> bool:
+    """Until the child has exited: reaped (its `exited` event), or a zombie not reaped yet (the
+    reaper may be gone after a cancellation at the shutdown deadline). The zombie holds the PID,
+    so looking at /proc/PID cannot mistake another process for it."""
+    delay = 0.002
+    with anyio.move_on_after(timeout):
+        while child.code is None and _running(child.pid):
+            with anyio.move_on_after(delay):
+                await child.exited.wait()
+            delay = min(delay * 2, 0.1)
+    return child.code is not None or not _running(child.pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+async def _read(child: Child, output: bytearray, limit: int) -> None:
     fd = child.stdout
-    assert fd is not None
+    if fd is None:
+        return
+    try:
+        while True:
+            await anyio.wait_readable(fd)
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                return
+            _keep(output, data, limit)
+    except (OSError, ValueError):  # closed under us
+        return
+
+
+def _drain(child: Child, output: bytearray, limit: int) -> None:
+    """What the command wrote and the reader has not read yet, without waiting for more."""
+    fd = child.stdout
+    if fd is None:
+        return
     while True:
-        await anyio.wait_readable(fd)
         try:
             data = os.read(fd, 65536)
-        except BlockingIOError:
-            continue
+        except (OSError, ValueError):  # BlockingIOError included: nothing more for now
+            return
         if not data:
             return
-        output += data
-        if len(output) > limit:
-            del output[: len(output) - limit]
+        _keep(output, data, limit)
+
+
+def _keep(output: bytearray, data: bytes, limit: int) -> None:
+    output += data
+    if len(output) > limit:
+        del output[: len(output) - limit]
