@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hive_init.runtime.kind import PrepareError
-from hive_init.postgres.commands import run
+from hive_init.runtime.spawn import run_command
 
 NEEDED = ("postgres", "initdb")
 DISTRIBUTION_ROOTS = ("/usr/lib/postgresql/*/bin",)
@@ -76,7 +76,7 @@ async def find(bin_dir: str | None = None, *, embedded: bool = True, pg_config: 
     if pg_config:
         tool = shutil.which("pg_config", path=path)
         if tool:
-            result = await run([tool, "--bindir"], timeout=10, output_limit=4096)
+            result = await run_command([tool, "--bindir"], timeout=10, output_limit=4096)
             candidate = result.output.strip().splitlines()[-1:] if result.ok else []
             if candidate and has_server(candidate[0]):
                 return await _with_version(Binaries(candidate[0], "pg_config"))
@@ -93,7 +93,7 @@ async def find(bin_dir: str | None = None, *, embedded: bool = True, pg_config: 
 
 
 async def _with_version(found: Binaries) -> Binaries:
-    result = await run([found.path("postgres"), "--version"], timeout=30, output_limit=4096)
+    result = await run_command([found.path("postgres"), "--version"], timeout=30, output_limit=4096)
     match = re.search(r"(\d+(?:\.\d+)*)", result.output) if result.ok else None
     if match is None:
         line = result.output.strip().splitlines()[-1:] or [result.describe()]

@@ -15,12 +15,12 @@ import anyio
 
 from hive_init import __version__, log as logging
 from hive_init.config.model import ProgramSpec, RunAs
-from hive_init.postgres import bootstrap, cluster, commands
+from hive_init.postgres import bootstrap, cluster
 from hive_init.postgres.binaries import Binaries
 from hive_init.postgres.spec import PostgresSpec
 from hive_init.runtime.kind import PrepareError
 from hive_init.runtime.output import LineSplitter, decode
-from hive_init.runtime.spawn import Child, SpawnError, child_environment, spawn
+from hive_init.runtime.spawn import Child, SpawnError, child_environment, kill, run_command, spawn, wait_exit
 
 CONF_MARK = "# hive-init: conf_file"
 TEMP_STOP_TIMEOUT = 30.0
@@ -219,7 +219,7 @@ async def _initdb(ctx: Context, staging: str, private: str) -> None:
         args.append(f"--pwfile={pwfile}")
     ctx.log.info("first boot: initdb", args=" ".join(a for a in args[3:] if not a.startswith("--pwfile"))
                  + (" " + " ".join(pg.initdb_args) if pg.initdb_args else ""))
-    result = await commands.run(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
+    result = await run_command(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
     if not result.ok and "invalid locale name" in result.output and "C.UTF-8" in result.output:
         ctx.log.warning("first boot: locale C.UTF-8 is not available here; using the C locale (--no-locale)")
         for entry in os.listdir(staging):  # initdb empties it when it fails; make sure
@@ -229,7 +229,7 @@ async def _initdb(ctx: Context, staging: str, private: str) -> None:
             else:
                 os.unlink(path)
         args[args.index("--locale=C.UTF-8")] = "--no-locale"
-        result = await commands.run(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
+        result = await run_command(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
     if not result.ok:
         raise PrepareError(f"initdb failed ({result.describe()}): {_last_line(result.output)}")
     for line in result.output.splitlines():
@@ -288,7 +288,7 @@ async def _stop_temp_server(ctx: Context, server: Child) -> int:
         if server.code is not None:
             return server.code
         ctx.log.warning(f"temporary server still running {wait:g}s after {signal.Signals(signum).name}")
-    await commands.kill(server)
+    await kill(server)
     return server.code if server.code is not None else -signal.SIGKILL
 
 
@@ -298,7 +298,7 @@ async def _kill_temp_server(ctx: Context, server: Child, staging: str) -> None:
     be running any more."""
     if server.code is None:
         server.signal(signal.SIGQUIT, group=False)
-        if not await commands.wait_exit(server, 2.0):
+        if not await wait_exit(server, 2.0):
             server.signal(signal.SIGKILL, group=True)
     try:
         await cluster.kill_users_of(staging, ctx.log)
@@ -351,7 +351,7 @@ async def _run_scripts(ctx: Context, staging: str, private: str) -> list[str]:
             ctx.log.info(f"first boot: ignoring {name} in init_dir (not *.sh, *.sql or *.sql.gz)")
             continue
         ctx.log.info(f"first boot: running init script {name}")
-        result = await commands.run(argv, env=env, cwd="/", run_as=ctx.run_as, output_limit=256 * 1024)
+        result = await run_command(argv, env=env, cwd="/", run_as=ctx.run_as, output_limit=256 * 1024)
         for line in result.output.splitlines():
             logging.child_line(ctx.name, "stdout", line)
         if not result.ok:
