@@ -387,8 +387,9 @@ async def _count(port: int, database: str, sql: str) -> int:
 
 
 def test_a_stop_during_the_first_boot_leaves_nothing(scratch):
-    """TERM while an init script runs: the init waits its shutdown_timeout, then ends the first
-    boot (the reaper is gone by then: nothing may wait for an exit without a bound) and exits."""
+    """TERM while an init script runs: the first boot is abandoned (the stop cancels it, or at
+    the latest the shutdown deadline does, when the reaper's task may be gone already: nothing
+    may wait for an exit without a bound), nothing of it is left, and the init exits 0."""
     pg_port, http_port = free_port(), free_port()
     data_dir = os.path.join(scratch, "data")
     init_dir = os.path.join(scratch, "initdb.d")
