@@ -2,7 +2,9 @@
 unix socket only, the bootstrap, the init scripts, a fast stop; all in a staging directory that
 becomes the data directory only once everything has succeeded (see cluster.py)."""
 
+import glob
 import gzip
+import hashlib
 import os
 import shutil
 import signal
@@ -131,7 +133,7 @@ async def first_boot(ctx: Context, data_dir: str, state: str) -> None:
     ctx.log.info("first boot: no cluster in data_dir, creating one", data_dir=data_dir,
                  postgres=ctx.binaries.version, bin_dir=ctx.binaries.bin_dir)
     try:
-        scripts = await _build(ctx, staging)
+        scripts = await _build(ctx, data_dir, staging)
         cluster.write_marker(staging, {
             "created_by": f"hive-init {__version__}",
             "postgres": ctx.binaries.version,
@@ -150,8 +152,8 @@ async def first_boot(ctx: Context, data_dir: str, state: str) -> None:
     ctx.log.info("first boot: done", seconds=round(time.monotonic() - started, 3), init_scripts=len(scripts))
 
 
-async def _build(ctx: Context, staging: str) -> list[str]:
-    private = _private_dir(ctx.run_as)
+async def _build(ctx: Context, data_dir: str, staging: str) -> list[str]:
+    private = _private_dir(data_dir, ctx.run_as)
     try:
         await _initdb(ctx, staging, private)
         apply_overrides(ctx, staging)
@@ -194,13 +196,26 @@ async def _setup(ctx: Context, staging: str, private: str, server: Child) -> lis
     return await _run_scripts(ctx, staging, private)
 
 
-def _private_dir(run_as: RunAs | None) -> str:
-    """For the temporary server's socket, the password file and unpacked scripts: 0700, the
-    PostgreSQL user's; short enough for a unix socket path."""
+def private_prefix(data_dir: str) -> str:
+    """Where a first boot of `data_dir` keeps its temporary server's socket, the password file
+    and unpacked scripts: in the temp directory (a short path, as a unix socket needs), named
+    after the data directory, so that a boot finds and removes what a killed one left."""
     base = tempfile.gettempdir()
     if len(base) > 60:
         base = "/tmp"
-    path = tempfile.mkdtemp(prefix="hive-init-pg-", dir=base)
+    tag = hashlib.sha256(os.path.realpath(data_dir).encode()).hexdigest()[:10]
+    return os.path.join(base, f"hive-init-pg-{tag}-")
+
+
+def private_leftovers(data_dir: str) -> list[str]:
+    prefix = private_prefix(data_dir)
+    return [p for p in glob.glob(glob.escape(prefix) + "*") if os.path.isdir(p) and not os.path.islink(p)]
+
+
+def _private_dir(data_dir: str, run_as: RunAs | None) -> str:
+    """0700, the PostgreSQL user's."""
+    prefix = private_prefix(data_dir)
+    path = tempfile.mkdtemp(prefix=os.path.basename(prefix), dir=os.path.dirname(prefix))
     os.chmod(path, 0o700)  # whatever the umask is
     cluster.chown_to(path, run_as)
     return path
@@ -217,6 +232,18 @@ async def _initdb(ctx: Context, staging: str, private: str) -> None:
             f.write(pg.superuser_password + "\n")
         cluster.chown_to(pwfile, ctx.run_as)
         args.append(f"--pwfile={pwfile}")
+    try:
+        await _run_initdb(ctx, args, staging)
+    finally:
+        if pg.superuser_password is not None:  # the password stays on disk only while initdb runs
+            try:
+                os.unlink(os.path.join(private, "pwfile"))
+            except FileNotFoundError:
+                pass
+
+
+async def _run_initdb(ctx: Context, args: list[str], staging: str) -> None:
+    pg = ctx.pg
     ctx.log.info("first boot: initdb", args=" ".join(a for a in args[3:] if not a.startswith("--pwfile"))
                  + (" " + " ".join(pg.initdb_args) if pg.initdb_args else ""))
     result = await run_command(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)

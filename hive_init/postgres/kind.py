@@ -96,7 +96,7 @@ class PostgresKind(Kind):
             self.log.warning("finishing an interrupted first boot (its cluster was complete)", data_dir=data_dir)
             cluster.roll_forward(found.staging, data_dir)
             found = cluster.survey(data_dir)
-        for staging in cluster.inner_stagings(data_dir):
+        for staging in cluster.inner_stagings(data_dir) + firstboot.private_leftovers(data_dir):
             await cluster.kill_users_of(staging, self.log)
             self.log.warning(f"removing {staging}, left by an interrupted first boot")
             cluster.remove_tree(staging)

@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 
 from tests.postgres.conftest import ROOT, base_toml, free_port
-from hive_init.postgres import binaries, cluster
+from hive_init.postgres import binaries, cluster, firstboot
 
 
 NAMESPACE = ROOT and shutil.which("unshare") is not None  # as root: PID 1 of a new PID namespace
@@ -372,6 +372,7 @@ def test_a_killed_first_boot_leaves_nothing_then_boots(scratch, layout):
     found = cluster.survey(data_dir)
     assert found.state == "cluster" and found.ours
     assert not cluster.siblings(data_dir) and not cluster.inner_stagings(data_dir)
+    assert not firstboot.private_leftovers(data_dir)  # the killed boots' sockets and password files
     if layout == "empty":
         assert os.path.isdir(os.path.join(data_dir, "lost+found"))
     assert controldata_state(data_dir) == "shut down"
@@ -410,4 +411,5 @@ def test_a_stop_during_the_first_boot_leaves_nothing(scratch):
         init.close()
     settle(scratch)
     assert cluster.survey(data_dir).state == "missing" and not cluster.siblings(data_dir)
+    assert not firstboot.private_leftovers(data_dir)
     assert not cluster.users_of(scratch)
