@@ -21,7 +21,7 @@ from hive_init.postgres import bootstrap, cluster
 from hive_init.postgres.binaries import Binaries
 from hive_init.postgres.spec import PostgresSpec
 from hive_init.runtime.kind import PrepareError
-from hive_init.runtime.output import LineSplitter, decode
+from hive_init.runtime.output import pump_lines
 from hive_init.runtime.spawn import Child, SpawnError, child_environment, kill, run_command, spawn, wait_exit
 
 CONF_MARK = "# hive-init: conf_file"
@@ -288,20 +288,8 @@ def _start_temp_server(ctx: Context, staging: str, private: str, tg: anyio.abc.T
 async def _pump(name: str, child: Child) -> None:
     fd = child.stdout
     assert fd is not None
-    splitter = LineSplitter()
     try:
-        while True:
-            await anyio.wait_readable(fd)
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            if not data:
-                break
-            for line in splitter.feed(data):
-                logging.child_line(name, "stderr", decode(line))
-        for line in splitter.flush():
-            logging.child_line(name, "stderr", decode(line))
+        await pump_lines(fd, lambda text: logging.child_line(name, "stderr", text))
     finally:
         child.close_pipes()
 

@@ -129,21 +129,25 @@ class Output:
             follower(entry)
 
     async def pump(self, fd: int, stream: str) -> None:
-        """Read until EOF (every writer of the pipe is gone), emitting each line."""
-        splitter = LineSplitter()
-        try:
-            while True:
-                await anyio.wait_readable(fd)
-                try:
-                    data = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    break
-                if not data:
-                    break
-                for line in splitter.feed(data):
-                    self.emit(stream, decode(line))
-        finally:
-            for line in splitter.flush():
-                self.emit(stream, decode(line))
+        await pump_lines(fd, lambda text: self.emit(stream, text))
+
+
+async def pump_lines(fd: int, emit: Callable[[str], None]) -> None:
+    """Read a non-blocking pipe until EOF (every writer of it is gone), emitting each line."""
+    splitter = LineSplitter()
+    try:
+        while True:
+            await anyio.wait_readable(fd)
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            for line in splitter.feed(data):
+                emit(decode(line))
+    finally:
+        for line in splitter.flush():
+            emit(decode(line))

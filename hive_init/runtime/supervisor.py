@@ -20,6 +20,7 @@ from hive_init.runtime.program import Program
 from hive_init.runtime.state import Board, State
 
 SHUTDOWN = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+REPEAT_WINDOW = 0.5  # seconds: a second TERM/INT sooner than this is the same request delivered twice
 # Every signal that can be caught and is not a fault of our own: PID 1 gets no default action
 # for signals it has no handler for, so each one has a handler, even if only to log it.
 CATCHABLE = tuple(s for s in signal.valid_signals()
@@ -41,6 +42,7 @@ class Supervisor:
         self._shutdown = anyio.Event()
         self._grace: anyio.CancelScope | None = None
         self._forced = False
+        self._first_signal_at = 0.0
         self._reloading = anyio.Lock()
         self.reaper = reaper
         for name in self.order:
@@ -169,7 +171,12 @@ class Supervisor:
     def _on_shutdown_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if not self.shutting_down:
+            self._first_signal_at = time.monotonic()
             self.request_shutdown(f"received {name}")
+        elif time.monotonic() - self._first_signal_at < REPEAT_WINDOW:
+            # wrappers (`uv run`, `timeout`, a terminal's Ctrl-C to the whole group) deliver the
+            # same signal twice within milliseconds: that is not an operator insisting
+            self.log.info(f"received {name} again at once: ignored (send it again to skip the grace)")
         elif self._grace is not None and signum in (signal.SIGTERM, signal.SIGINT):
             self.log.warning(f"received {name} again: killing what is left")
             self._forced = True
