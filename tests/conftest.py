@@ -1,1 +1,1 @@
-from tests.helpers import open_tmp, start_init  # noqa: F401  (fixtures)
+from tests.helpers import open_tmp, postgres_user, start_init  # noqa: F401  (fixtures)

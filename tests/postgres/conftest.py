@@ -60,19 +60,6 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres_user() -> str | None:
-    """As root, PostgreSQL runs as `postgres`: make sure that user exists."""
-    if not ROOT:
-        return None
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
-                       check=True)
-    return "postgres"
-
-
-@pytest.fixture(scope="session")
 def scratch_root(postgres_user: str | None) -> Any:
     """Under /tmp with 0755 parents (pytest's own tmp_path is 0700: the postgres user could not
     reach a data directory there)."""
