@@ -419,7 +419,11 @@ def assess(container: Container | None, init: InitStatus | None) -> Verdict:
     if container.status == "paused":
         return Verdict(False, "paused")
     if not container.running:
-        detail = f"exited {container.exit_code}" if container.exit_code is not None else container.status
+        detail = container.status
+        if container.status in ("exited", "stopped") and container.exit_code is not None:
+            detail = f"exited {container.exit_code}"
+        elif container.status in ("created", "configured", "initialized"):
+            detail = "created, never started"
         if container.oom_killed:
             detail += ", out of memory"
         return Verdict(False, f"not running ({detail})")
