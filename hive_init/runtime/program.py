@@ -59,8 +59,12 @@ class Program:
 
     @property
     def should_be_up(self) -> bool:
-        """Counts for the container's readiness: wanted up, and not a oneshot that has finished."""
-        return self.want_up and not (self.spec.oneshot and self.completed) or self.state is State.FATAL
+        """Counts for the container's readiness: wanted up (a critical program always is: the
+        container cannot work without it, even when an operator stopped it), and not a oneshot
+        that has finished; a FATAL program counts, as it is down against everyone's wishes."""
+        if self.spec.oneshot and self.completed:
+            return False
+        return self.want_up or self.spec.critical or self.state is State.FATAL
 
     def uptime(self) -> float | None:
         return time.time() - self.started_at if self.started_at and self.pid else None

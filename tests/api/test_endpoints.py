@@ -245,3 +245,24 @@ def fuzz_init(tmp_path_factory):
     init.wait_state("a", "READY")
     yield init
     init.close()
+
+
+def test_a_critical_program_stopped_by_an_operator_makes_the_container_unhealthy(start_init):
+    init = start_init("""
+        [programs.db]
+        command = ["sleep", "300"]
+        critical = true
+        [programs.extra]
+        command = ["sleep", "300"]
+    """)
+    init.wait_state("db", "READY")
+    assert init.ctl("health").returncode == 0
+    assert init.ctl("stop", "extra").returncode == 0
+    assert init.ctl("health").returncode == 0  # an ordinary program stopped on purpose: still healthy
+    assert init.ctl("stop", "db").returncode == 0
+    health = init.ctl("health")
+    assert health.returncode == 1 and "db STOPPED" in health.stdout
+    assert init.proc.poll() is None  # stopped by an operator: not a failure that ends the init
+    assert init.ctl("start", "db").returncode == 0
+    init.wait_state("db", "READY")
+    assert init.ctl("health").returncode == 0
