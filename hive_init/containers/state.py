@@ -441,8 +441,8 @@ def assess(container: Container | None, init: InitStatus | None) -> Verdict:
         else:
             if not init.ready:
                 problems.append("not ready: " + ("; ".join(init.failing) or "?"))
-            # hive-init leaves a program an operator stopped out of its readiness; a stopped
-            # critical program (the database) still leaves the service unusable
+            # said in so many words: a stopped critical program (the database) leaves the
+            # service unusable (hive-init's readiness counts it too, since 0.1)
             stopped = [p.name for p in init.programs if p.critical and p.state in ("STOPPED", "FATAL", "EXITED")]
             if stopped:
                 problems.append("critical program stopped: " + ", ".join(stopped))
