@@ -132,15 +132,19 @@ def _run(args) -> int:  # args: argparse.Namespace
         return await Supervisor(config).run()
 
     try:
-        return anyio.run(supervise)
+        status = anyio.run(supervise)
     except Exception as e:  # a bug: say where, in one line, and let the container restart us
         import traceback
 
         frame = traceback.extract_tb(e.__traceback__)[-1]
         log.fatal(f"internal error: {type(e).__name__}: {e} (at {frame.filename}:{frame.lineno})")
-        return exits.SOFTWARE
-    finally:
-        log.sink.flush_blocking()
+        status = exits.SOFTWARE
+    log.sink.flush_blocking()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Every child is gone and every line written: tearing down ~370 modules would only delay
+    # the container's exit (by about 50 ms, measured).
+    os._exit(status)
 
 
 def _run_single(argv: list[str], rewrites: list[str], group: bool) -> int:

@@ -44,7 +44,7 @@ class Program:
         self.live_probe: ProbeResult | None = None
         self.probe_stats = {"readiness": ProbeStats(), "liveness": ProbeStats()}
         self._wakeup = anyio.Event()
-        self._unhealthy = False
+        self._failure: str | None = None  # why a running child is being stopped to be restarted
         self.scope = anyio.CancelScope()  # the supervisor's handle on this program's task
         self._preparing: anyio.CancelScope | None = None
 
@@ -165,7 +165,7 @@ class Program:
             self.last_exit = code
             uptime = time.time() - self.started_at if self.started_at else 0.0
             decision = self.tracker.after_exit(code, uptime, time.monotonic())
-            what = describe_exit(code) if code >= 0 or not self._unhealthy else "liveness probe failed"
+            what = self._failure or describe_exit(code)
             if decision.verdict == "done":
                 self.completed = self.spec.oneshot or self.tracker.succeeded(code)
                 self.want_up = False
@@ -186,7 +186,7 @@ class Program:
     async def _run_once(self, pumps: anyio.abc.TaskGroup) -> tuple[int | None, bool]:
         """Start the program once and watch it. Returns (exit code, whether it was stopped on request)."""
         self._wakeup = anyio.Event()
-        self._unhealthy = False
+        self._failure = None
         try:
             # a stop request cancels a long preparation (PostgreSQL's first boot) at once
             try:
@@ -215,7 +215,7 @@ class Program:
             watchers.cancel_scope.cancel()
         if child.code is None:
             await self._stop_child(child)
-            if self._unhealthy and self.want_up:
+            if self._failure and self.want_up:
                 return child.code, False
             return child.code, True
         if child.leftovers_killed:
@@ -232,7 +232,7 @@ class Program:
                 pipe.close()
 
     async def _stop_child(self, child: Child) -> None:
-        self._set(State.STOPPING, self.reason if self._unhealthy else "")
+        self._set(State.STOPPING, self._failure or "")
         try:
             for signum, wait in self.kind.stop_plan():
                 child.signal(signum)
@@ -260,8 +260,8 @@ class Program:
         try:
             await self.kind.started(child)
         except PrepareError as e:
-            self.log.error(f"did not start: {e}")
-            self._unhealthy = True  # handled as a failed start: stopped, then backoff
+            self._failure = f"did not start: {e}"  # handled as a failed start: stopped, then backoff
+            self.log.error(self._failure)
             self._wakeup.set()
             return
         probe = self.spec.readiness
@@ -305,9 +305,8 @@ class Program:
             self.probe_stats["liveness"].observe(result)
             failures = 0 if result.ok else failures + 1
             if failures >= probe.failure_threshold:
-                self._unhealthy = True
-                self.reason = f"liveness probe failed {failures} times: {result.message}"
-                self.log.warning(self.reason)
+                self._failure = f"liveness probe failed {failures} times: {result.message}"
+                self.log.warning(self._failure)
                 self._wakeup.set()
                 return
             await anyio.sleep(probe.period)
