@@ -6,7 +6,11 @@ process group without any risk of PID reuse), and only then reaps it.
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import anyio
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -82,3 +86,60 @@ class Reaper:
 
 # One reaper per process, as the kernel has one list of children per process.
 reaper = Reaper()
+
+
+class SignalQueue:
+    """Signals as a stream the init's loop reads, with none ever lost.
+
+    asyncio learns of a signal from one byte its C handler writes to a socket; a storm of
+    SIGCHLD (10,000 orphans) fills that socket and later bytes are dropped, a TERM among them.
+    So the Python-level handler records each signal here too: it runs in the main thread before
+    the loop reads the socket, and as long as bytes were dropped the socket is full, so the
+    loop is woken anyway and finds every recorded signal. Kinds, not counts, matter: the kernel
+    merges repeats of a signal as well.
+    """
+
+    def __init__(self, signals: Iterable[int]):
+        self.signals = tuple(signals)
+        self.pending: dict[int, None] = {}  # insertion-ordered set
+        self._wake: "anyio.Event | None" = None
+
+    def __enter__(self) -> "SignalQueue":
+        import asyncio
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for signum in self.signals:
+            loop.add_signal_handler(signum, self._woken)
+            signal.signal(signum, self._record)
+        # a full socket is expected in a storm and handled above: no warning for each byte
+        fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for signum in self.signals:
+            loop.remove_signal_handler(signum)
+
+    def _record(self, signum: int, _frame: object) -> None:
+        self.pending[signum] = None
+
+    def _woken(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def __aiter__(self) -> "SignalQueue":
+        return self
+
+    async def __anext__(self) -> int:
+        import anyio
+
+        while not self.pending:
+            self._wake = anyio.Event()
+            await self._wake.wait()
+        signum = next(iter(self.pending))
+        del self.pending[signum]
+        return signum

@@ -6,10 +6,9 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 
-import anyio
 
 from hive_init import exits, log
-from hive_init.runtime.pid1 import become_subreaper, reaper
+from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper
 from hive_init.runtime.spawn import SpawnError, spawn
 from hive_init.runtime.supervisor import CATCHABLE
 
@@ -20,7 +19,7 @@ _OWN = (signal.SIGCHLD,)
 async def run_single(argv: Sequence[str], rewrite: Mapping[int, int] | None = None, group: bool = True) -> int:
     become_subreaper()
     rewrite = rewrite or {}
-    with anyio.open_signal_receiver(*CATCHABLE) as signals:
+    with SignalQueue(CATCHABLE) as signals:
         try:
             child = spawn(argv, capture=False, new_session=False, inherit_stdio=True, kill_group=False)
         except SpawnError as e:

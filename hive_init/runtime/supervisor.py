@@ -15,7 +15,7 @@ import anyio
 
 from hive_init import exits, log, redact
 from hive_init.config.model import Config
-from hive_init.runtime.pid1 import become_subreaper, reaper
+from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper
 from hive_init.runtime.program import Program
 from hive_init.runtime.state import Board, State
 
@@ -147,7 +147,7 @@ class Supervisor:
 
     # ---- signals -----------------------------------------------------------------------------
     async def _signals(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        with anyio.open_signal_receiver(*CATCHABLE) as signals:
+        with SignalQueue(CATCHABLE) as signals:
             task_status.started()
             reaper.reap()  # children that exited before the handler existed
             async for signum in signals:

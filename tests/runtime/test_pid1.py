@@ -100,3 +100,32 @@ def test_user_switch_sets_uid_gid_and_supplementary_groups(start_init, test_user
     assert extra.gr_gid in ids["groups"] and 0 not in ids["groups"]
     assert ids["user"] == user.pw_name
     assert out[1] == "no way back"
+
+
+STORM = """
+import os, signal, sys
+for i in range(int(sys.argv[1])):
+    if i == 5000:
+        os.kill(1, signal.SIGTERM)  # the init, in the middle of the storm
+    if os.fork() == 0:
+        if os.fork() == 0:
+            os._exit(0)
+        os._exit(0)
+"""
+
+
+def test_a_term_during_a_sigchld_storm_is_not_lost(start_init, tmp_path):
+    """asyncio hears of a signal through one byte per signal on a socket that a storm fills; the
+    TERM sent in the middle of 10,000 exits must still end the init."""
+    script = tmp_path / "storm.py"
+    script.write_text(STORM)
+    init = start_init(f"""
+        [programs.storm]
+        command = ["{sys.executable}", "{script}", "10000"]
+        oneshot = true
+        [programs.idle]
+        command = ["sleep", "300"]
+    """, pid1=True)
+    assert init.wait(timeout=60) == 0
+    assert any("received SIGTERM" in e.get("reason", "") for e in init.events())
+    assert not any("signal wakeup fd" in line for line in init.raw)
