@@ -5,6 +5,7 @@ import os
 import sys
 
 DEFAULT_CONFIG = "/etc/hive-init/hive-init.toml"
+_EARLY_SIGNALS = (1, 2, 3, 15)  # HUP, INT, QUIT, TERM (numbers: `signal` is not imported for every command)
 
 
 def config_path(explicit: str | None) -> str:
@@ -54,6 +55,12 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        # Held until the init's handlers are in place: a `docker stop` during the imports must
+        # not be lost (PID 1) or kill us before we can stop the programs (subreaper).
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, _EARLY_SIGNALS)
     if argv == ["health"] or (len(argv) == 3 and argv[0] in ("-s", "--socket") and argv[2] == "health"):
         from hive_init.healthcheck import main as health
 

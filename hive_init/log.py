@@ -46,6 +46,7 @@ class Sink:
         data = line.encode("utf-8", "backslashreplace") + b"\n"
         if self.pending:
             self._queue(data)
+            self._drain()  # as much as the reader takes now, not one write per loop turn
             return
         try:
             written = os.write(self.fd, data)
@@ -72,14 +73,15 @@ class Sink:
             self._loop.add_writer(self.fd, self._drain)
 
     def _drain(self) -> None:
-        try:
-            written = os.write(self.fd, self.pending)
-        except BlockingIOError:
-            return
-        except OSError:
-            written = len(self.pending)
-        del self.pending[:written]
-        if not self.pending:
+        while self.pending:
+            try:
+                written = os.write(self.fd, self.pending)
+            except BlockingIOError:
+                return
+            except OSError:
+                written = len(self.pending)
+            del self.pending[:written]
+        if self._loop is not None:
             self._loop.remove_writer(self.fd)
             self._loop = None
 

@@ -15,6 +15,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from hive_init import log, redact
 from hive_init.api.protocol import MAX_REQUEST, encode
 from hive_init.config import ConfigError, load
+from hive_init.runtime.pid1 import signal_name
 from hive_init.runtime.state import State
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ async def _client(supervisor: "Supervisor", stream: SocketStream, limiter: anyio
                     request = json.loads(line)
                     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
                         raise ValueError
-                except ValueError:
+                except (ValueError, RecursionError):
                     await _send(stream, _error("bad_request", "expected one JSON object with a \"cmd\" per line"))
                     return
                 try:
@@ -158,7 +159,7 @@ async def handle(supervisor: "Supervisor", request: dict) -> dict:
             return _error("bad_request", str(e))
         if not program.signal(signum):
             return _error("conflict", f"{name} is not running")
-        return {"ok": True, "signal": signal.Signals(signum).name}
+        return {"ok": True, "signal": signal_name(signum)}
     lines = request.get("lines", 100)
     if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0:
         return _error("bad_request", "lines must be a non-negative integer")
@@ -198,6 +199,9 @@ async def reload_config(supervisor: "Supervisor") -> dict:
     """Apply the config file again: added programs start, removed ones stop, changed ones
     restart. An invalid file is rejected whole and nothing running is touched."""
     logger = log.get_logger()
+    if supervisor.shutting_down:
+        logger.info("reload ignored: shutting down")
+        return _error("conflict", "hive-init is shutting down")
     try:
         config = load(supervisor.config.path)
     except ConfigError as e:

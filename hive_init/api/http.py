@@ -16,8 +16,9 @@ from hive_init import log
 if TYPE_CHECKING:
     from hive_init.runtime.supervisor import Supervisor
 
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 1000  # a bound on descriptors; idle ones are closed long before it matters
 KEEPALIVE_SECONDS = 5
+FIRST_REQUEST_SECONDS = 5  # a connection that has not sent a whole request by then is closed
 
 
 class HealthApp:
@@ -62,13 +63,31 @@ async def _respond(send: Any, status: int, body: bytes, body_wanted: bool = True
     await send({"type": "http.response.body", "body": body if body_wanted else b""})
 
 
+def _protocol() -> type:
+    """uvicorn's h11 protocol, with a deadline for the first request: uvicorn arms its idle timer
+    only after a response, so connections that never send a request would pile up until the
+    connection cap answers everyone 503, /livez included (and Kubernetes kills the pod)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.loop.call_later(FIRST_REQUEST_SECONDS, self._close_if_idle)
+
+        def _close_if_idle(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()
+
+    return Protocol
+
+
 async def serve_http(supervisor: "Supervisor", *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
     import uvicorn
 
     host, port = supervisor.config.init.http  # type: ignore[misc]
     config = uvicorn.Config(
         HealthApp(supervisor), host=host, port=port, lifespan="off", log_config=None, access_log=False,
-        server_header=False, date_header=False, http="h11", ws="none", loop="none",
+        server_header=False, date_header=False, http=_protocol(), ws="none", loop="none",
         limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=KEEPALIVE_SECONDS,
         h11_max_incomplete_event_size=16 * 1024,
     )

@@ -141,6 +141,8 @@ class Table:
 
 
 def parse_signal(value: object) -> int:
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
     if isinstance(value, int) and not isinstance(value, bool):
         if value in signal.valid_signals():
             return value

@@ -30,23 +30,31 @@ class LineSplitter:
     def feed(self, data: bytes) -> Iterator[bytes]:
         self.buffer += data
         start = 0
-        buffer = self.buffer
+        buffer, max_line = self.buffer, self.max_line
         while True:
-            end = buffer.find(b"\n", start, start + self.max_line + 1)
+            # a full-length line may still be followed by its "\r\n": look that far
+            end = buffer.find(b"\n", start, start + max_line + 2)
             if end >= 0:
-                yield bytes(buffer[start:end]).rstrip(b"\r")
-                start = end + 1
-            elif len(buffer) - start >= self.max_line:
-                yield bytes(buffer[start:start + self.max_line])
-                start += self.max_line
-            else:
-                break
+                stop = end - 1 if end > start and buffer[end - 1] == 13 else end  # 13: "\r"
+                if stop - start <= max_line:
+                    yield bytes(buffer[start:stop])
+                    start = end + 1
+                    continue
+            if end >= 0 or len(buffer) - start > max_line + 1:
+                yield bytes(buffer[start:start + max_line])
+                start += max_line
+                continue
+            break
         del buffer[:start]
 
     def flush(self) -> Iterator[bytes]:
-        if self.buffer:
-            yield bytes(self.buffer).rstrip(b"\r")
-            self.buffer.clear()
+        """At EOF: what is left, in pieces of at most max_line bytes."""
+        buffer = bytes(self.buffer)
+        self.buffer.clear()
+        if buffer.endswith(b"\r"):
+            buffer = buffer[:-1]
+        for i in range(0, len(buffer), self.max_line):
+            yield buffer[i:i + self.max_line]
 
 
 def decode(line: bytes) -> str:

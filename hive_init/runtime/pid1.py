@@ -35,15 +35,20 @@ def exit_code(info: os.waitid_result) -> int:
     return -info.si_status
 
 
-def describe_exit(code: int) -> str:
+def signal_name(signum: int) -> str:
+    """SIGTERM, SIGRTMIN+4, or the number: any signal can arrive, named or not."""
     import signal
 
-    if code >= 0:
-        return f"exit status {code}"
     try:
-        return f"killed by {signal.Signals(-code).name}"
+        return signal.Signals(signum).name
     except ValueError:
-        return f"killed by signal {-code}"
+        if signal.SIGRTMIN < signum < signal.SIGRTMAX:
+            return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
+        return f"signal {signum}"
+
+
+def describe_exit(code: int) -> str:
+    return f"exit status {code}" if code >= 0 else f"killed by {signal_name(-code)}"
 
 
 class Reaper:
@@ -115,6 +120,8 @@ class SignalQueue:
         # a full socket is expected in a storm and handled above: no warning for each byte
         fd = signal.set_wakeup_fd(-1)
         signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        # what `hive-init run` held back during its start arrives now; children inherit the mask
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
         return self
 
     def __exit__(self, *exc: object) -> None:

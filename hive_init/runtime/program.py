@@ -12,9 +12,9 @@ from hive_init.config.model import Probe, ProgramSpec
 from hive_init.health.probes import ProbeResult, ProbeStats, check
 from hive_init.runtime.kind import Kind, PrepareError, kind_for
 from hive_init.runtime.output import Output
-from hive_init.runtime.pid1 import describe_exit
+from hive_init.runtime.pid1 import describe_exit, signal_name
 from hive_init.runtime.restart import RestartTracker
-from hive_init.runtime.spawn import Child, SpawnError, spawn
+from hive_init.runtime.spawn import KILL_WAIT, Child, SpawnError, spawn, wait_exit
 from hive_init.runtime.state import DOWN, UP, Board, State
 
 # Before a readiness probe first passes it is tried sooner than its period: from this delay,
@@ -94,6 +94,9 @@ class Program:
 
     def signal(self, signum: int) -> bool:
         return self.child.signal(signum) if self.child is not None else False
+
+    def signal_group(self, signum: int) -> bool:
+        return self.child.signal(signum, group=True) if self.child is not None else False
 
     # ---- the program's own task ---------------------------------------------------------------
     async def run(self) -> None:
@@ -240,7 +243,7 @@ class Program:
                     await child.exited.wait()
                 if child.code is not None:
                     return
-                self.log.warning(f"still running {wait:g}s after {signal.Signals(signum).name}")
+                self.log.warning(f"still running {wait:g}s after {signal_name(signum)}")
             child.signal(signal.SIGKILL, group=True)
             await child.exited.wait()
         except anyio.get_cancelled_exc_class():
@@ -248,8 +251,7 @@ class Program:
             with anyio.CancelScope(shield=True):
                 if child.signal(signal.SIGKILL, group=True):
                     self.log.warning("killed (no time left to stop gracefully)", pid=child.pid)
-                with anyio.move_on_after(5):
-                    await child.exited.wait()
+                await wait_exit(child, KILL_WAIT)  # bounded: the reaper may be cancelled too
             raise
         finally:
             if child.code is not None:

@@ -47,7 +47,8 @@ class RestartTracker:
             return Decision("fatal", reason=f"{len(self.restart_times)} restarts within {spec.restart_window:g}s "
                                            f"(max_restarts = {spec.max_restarts})")
         delay = min(spec.backoff.initial * spec.backoff.factor ** self.failures_in_a_row, spec.backoff.max)
-        self.failures_in_a_row += 1
+        if delay < spec.backoff.max:  # past the cap the exponent stops growing (and cannot overflow)
+            self.failures_in_a_row += 1
         return Decision("restart", delay=delay)
 
     def restarting(self, now: float) -> None:

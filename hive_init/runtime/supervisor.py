@@ -15,11 +15,12 @@ import anyio
 
 from hive_init import exits, log, redact
 from hive_init.config.model import Config
-from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper
+from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper, signal_name
 from hive_init.runtime.program import Program
 from hive_init.runtime.state import Board, State
 
 SHUTDOWN = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+KILL_WAIT = 2.0  # seconds for SIGKILLed programs' exits to be reaped at the shutdown deadline
 REPEAT_WINDOW = 0.5  # seconds: a second TERM/INT sooner than this is the same request delivered twice
 # Every signal that can be caught and is not a fault of our own: PID 1 gets no default action
 # for signals it has no handler for, so each one has a handler, even if only to log it.
@@ -141,9 +142,18 @@ class Supervisor:
             async with anyio.create_task_group() as tg:
                 for name in reversed(self.order):
                     tg.start_soon(stop, name)
-        if self._grace.cancelled_caught and not self._forced:
-            self.log.warning(f"shutdown_timeout ({deadline:g}s) reached: killed what was left")
         self._grace = None
+        left = [p for p in self.programs.values() if p.pid is not None]
+        if left:
+            if not self._forced:
+                self.log.warning(f"shutdown_timeout ({deadline:g}s) reached: killing what is left",
+                                 programs=",".join(p.name for p in left))
+            # killed here, while the reaper still runs to report the exits, not after the task
+            # group (the reaper's task included) is cancelled
+            for program in left:
+                program.signal_group(signal.SIGKILL)
+            with anyio.move_on_after(KILL_WAIT):
+                await self.board.until(lambda: all(p.pid is None for p in left))
 
     # ---- signals -----------------------------------------------------------------------------
     async def _signals(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -166,10 +176,10 @@ class Supervisor:
                 elif signum == signal.SIGUSR2:
                     self.log_status()
                 else:
-                    self.log.debug("signal ignored", signal=signal.Signals(signum).name)
+                    self.log.debug("signal ignored", signal=signal_name(signum))
 
     def _on_shutdown_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
+        name = signal_name(signum)
         if not self.shutting_down:
             self._first_signal_at = time.monotonic()
             self.request_shutdown(f"received {name}")
@@ -214,7 +224,7 @@ class Supervisor:
 
     def ready(self) -> tuple[bool, list[str]]:
         """The container's readiness: every program that should be up is READY."""
-        failing = [f"{p.name} {p.state.value}" + (f" ({p.reason})" if p.reason else "")
+        failing = [redact.redact(f"{p.name} {p.state.value}" + (f" ({p.reason})" if p.reason else ""))
                    for p in self.programs.values() if p.should_be_up and not p.ready]
         return not failing and not self.shutting_down, failing
 

@@ -45,7 +45,10 @@ def expected_lines(total: int, width: int) -> int:
     return -(-total // (width or MAX_LINE))  # a last partial line is kept too
 
 
-def run_flood(start_counting_init, tmp_path, total: int, width: int, timeout: float) -> dict:
+def run_flood(start_counting_init, tmp_path, total: int, width: int, timeout: float, lossless: bool = True) -> dict:
+    """`lossless`: every line reaches the reader. Otherwise every line is at least accounted for:
+    delivered, or dropped and counted (a reader that falls behind for ~0.1 s in a 100 MB flood
+    costs lines, by design)."""
     init = start_counting_init(flood_config(tmp_path, total, width), http=True)
     init.wait_state("steady", "READY")
     wait_http(init)
@@ -61,15 +64,23 @@ def run_flood(start_counting_init, tmp_path, total: int, width: int, timeout: fl
     answers = poller.stop()
     peak = sampler.stop()
     # every line reached our reader: nothing was dropped, nothing was cut short
-    deadline = time.monotonic() + 30
     want = expected_lines(total, width)
+    deadline, last, still_since = time.monotonic() + 60, -1, time.monotonic()
     while init.child_lines["flood"] < want + 1 and time.monotonic() < deadline:
+        if init.child_lines["flood"] != last:
+            last, still_since = init.child_lines["flood"], time.monotonic()
+        elif time.monotonic() - still_since > 2:
+            break  # nothing more is coming: some lines were dropped
         time.sleep(0.05)
     dropped = metric(init.port, "hive_log_lines_dropped_total")
+    delivered = init.child_lines["flood"]
     assert flood["last_exit"] == 0
-    assert dropped == 0
-    assert init.child_lines["flood"] == want + 1  # + "flood-done" on stderr
-    assert any(b"flood-done %d" % total in line for line in init.child_stderr)
+    if lossless:
+        assert dropped == 0
+        assert delivered == want + 1  # + "flood-done" on stderr
+        assert any(b"flood-done %d" % total in line for line in init.child_stderr)
+    else:
+        assert delivered <= want + 1 <= delivered + dropped
     assert peak - before < 100 * MB, f"RSS grew by {(peak - before) / MB:.1f} MB"
     assert [a for a in answers if a[0] != 200] == [], answers
     assert answers and max(t for _, t in answers) < 5.0
@@ -77,32 +88,31 @@ def run_flood(start_counting_init, tmp_path, total: int, width: int, timeout: fl
     assert init.program("steady")["restarts"] == 0
     assert init.stop() == 0
     result = {"took_s": round(took, 2), "rss_growth_mb": round((peak - before) / MB, 1),
-              "livez_max_s": round(max(t for _, t in answers), 3), "lines": init.child_lines["flood"]}
+              "livez_max_s": round(max(t for _, t in answers), 3), "lines": delivered, "dropped": dropped}
     print(f"flood of {total / MB:g} MB (width {width}): {result}")  # for SCENARIOS.md (pytest -s)
     return result
 
 
-@pytest.mark.parametrize("width", [pytest.param(200, id="200-byte-lines"), pytest.param(0, id="no-newline")])
-def test_10mb_flood_is_passed_through_whole_with_bounded_memory(start_counting_init, tmp_path, width):
-    run_flood(start_counting_init, tmp_path, 10 * MB, width, timeout=60)
 
 
-SINK_DRAIN_BUG = pytest.mark.xfail(strict=True, reason=(
-    "bug: log.Sink drains at most one pipe buffer (64 KiB) per event-loop iteration while a pump adds up to 64 KiB "
-    "of child output per iteration, grown by the JSON wrapping: a sustained flood of short lines fills the 8 MiB "
-    "buffer and loses lines even when stdout's reader keeps up (`| cat > /dev/null` loses 43,000 of 315,000)"))
+@pytest.mark.parametrize("width", [pytest.param(200, id="200-byte-lines"), pytest.param(0, id="without-newline")])
+def test_a_10mb_flood_is_passed_through_whole_with_bounded_memory(start_counting_init, tmp_path, width):
+    run_flood(start_counting_init, tmp_path, 10 * MB, width, timeout=120)
 
 
 @pytest.mark.soak
-@pytest.mark.parametrize("width", [pytest.param(100, id="100-byte-lines", marks=SINK_DRAIN_BUG),
-                                   pytest.param(0, id="no-newline")])
-def test_100mb_flood_is_passed_through_whole_with_bounded_memory(start_counting_init, tmp_path, width):
-    run_flood(start_counting_init, tmp_path, 100 * MB, width, timeout=600)
+@pytest.mark.parametrize("width", [pytest.param(100, id="100-byte-lines"), pytest.param(0, id="without-newline")])
+def test_a_100mb_flood_keeps_memory_bounded_and_every_line_accounted_for(start_counting_init, tmp_path, width):
+    run_flood(start_counting_init, tmp_path, 100 * MB, width, timeout=600, lossless=False)
 
 
-@pytest.mark.parametrize("total", [pytest.param(10 * MB, id="10MB"),
-                                   pytest.param(100 * MB, id="100MB", marks=pytest.mark.soak)])
-def test_nobody_reading_stdout_drops_lines_but_never_blocks_the_init(start_counting_init, tmp_path, total):
+@pytest.mark.soak
+def test_a_100mb_flood_of_short_lines_loses_nothing_when_the_reader_keeps_up(start_counting_init, tmp_path):
+    run_flood(start_counting_init, tmp_path, 100 * MB, 100, timeout=600)
+
+
+def test_nobody_reading_stdout_drops_lines_but_never_blocks_the_init(start_counting_init, tmp_path):
+    total = 100 * MB
     init = start_counting_init(flood_config(tmp_path, total, 200) + """
         [programs.later]
         command = ["sh", "-c", "echo later-is-up; exec sleep 300"]

@@ -131,9 +131,6 @@ def test_deaf_and_frozen_programs_are_killed_at_their_stop_timeout(start_init, t
     assert [pid for pid in pids if alive(pid)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: at the shutdown deadline the init SIGKILLs what is left, then waits 5 s "
-                                       "(Program._stop_child) for exits that only the reaper, already cancelled with "
-                                       "the task group, could report: the shutdown takes shutdown_timeout + 5 s")
 def test_the_whole_shutdown_fits_in_shutdown_timeout(start_init):
     """Three programs in a chain, each deaf to TERM with a stop_timeout of 3s (9s in all, stopped
     one after the other): shutdown_timeout = 2s must bound the whole shutdown."""

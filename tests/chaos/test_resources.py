@@ -120,9 +120,6 @@ def wait_restarts(init, name: str, count: int, timeout: float) -> None:
         assert time.monotonic() < deadline, init.program(name)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: RestartTracker.after_exit computes factor ** failures_in_a_row without "
-                                       "a bound: OverflowError once it passes 1e308 (after 1025 restarts with the "
-                                       "default factor 2, 103 with factor 1000) crashes the init with status 70")
 def test_a_program_that_crash_loops_for_ever_does_not_take_the_init_down(start_init):
     # max = "10ms" caps the delay, so the loop is fast; the exponent is what overflows
     init = start_init("""
@@ -139,8 +136,6 @@ def test_a_program_that_crash_loops_for_ever_does_not_take_the_init_down(start_i
 
 
 @pytest.mark.soak
-@pytest.mark.xfail(strict=True, reason="bug: RestartTracker.after_exit overflows after 1025 restarts in a row "
-                                       "(2.0 ** 1024): with the default backoff that is ~8.5 h of crash-looping")
 def test_1100_restarts_in_a_row_with_the_default_factor(start_init):
     init = start_init("""
         [programs.crasher]

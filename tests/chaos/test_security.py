@@ -67,9 +67,6 @@ def test_no_secret_is_ever_shown(start_init, tmp_path):
         assert secret not in shown
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Supervisor.ready() builds `failing` from the programs' raw reasons "
-                                       "(no redact), so a failed readiness probe's output reaches /readyz, /health, "
-                                       "`hive-init health` and `status --json` unmasked")
 def test_a_failed_readiness_probe_shows_no_secret(start_init, tmp_path):
     password = "pw-" + secrets.token_hex(8)
     flag = tmp_path / "db-up"

@@ -172,7 +172,60 @@ class LivenessPoller:
         return self.answers
 
 
-class CountingInit(Init):
+class ChaosInit(Init):
+    """An Init that remembers the processes it started, so that what a crashed init leaves behind
+    (its programs, orphaned when it dies as a subreaper) is ended when the test is over: by PID,
+    checked against the process's start time, never by name."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.started_processes: dict[int, psutil.Process] = {}
+        super().__init__(*args, **kwargs)
+
+    def remember(self) -> None:
+        try:
+            for process in psutil.Process(self.init_pid).children(recursive=True):
+                self.started_processes.setdefault(process.pid, process)
+        except (psutil.NoSuchProcess, AssertionError):
+            pass
+
+    def wait_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return super().wait_state(*args, **kwargs)
+        finally:
+            self.remember()
+
+    def wait_msg(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return super().wait_msg(*args, **kwargs)
+        finally:
+            self.remember()
+
+    def close(self) -> None:
+        super().close()
+        for process in self.started_processes.values():
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    process.kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.fixture
+def start_init(tmp_path: Any) -> Any:
+    """tests/helpers.py's fixture, with ChaosInit: nothing a test started outlives it."""
+    started: list[ChaosInit] = []
+
+    def start(config: str, **kwargs: Any) -> ChaosInit:
+        init = ChaosInit(tmp_path, config, **kwargs)
+        started.append(init)
+        return init
+
+    yield start
+    for init in started:
+        init.close()
+
+
+class CountingInit(ChaosInit):
     """An Init for floods: the init's own events are kept (so `wait_msg`, `events` work), child
     lines are only counted per program (a flood of 100 MB would not fit in a list of dicts), and
     `pause()` stops reading the init's stdout altogether, as a stuck `docker logs` would."""
@@ -251,7 +304,9 @@ def unix_request(path: str, data: bytes, timeout: float = 10.0) -> bytes:
         try:
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)  # so that the init closes once it has answered
-        except (BrokenPipeError, ConnectionResetError):
+        except TimeoutError:
+            raise
+        except OSError:
             pass  # the init may close on a bad request before reading it all: the reply is still there
         chunks = []
         while True:
