@@ -42,7 +42,7 @@ def _status(client: Client, args: argparse.Namespace) -> int:
     else:
         rows = [("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "INFO")]
         for p in programs:
-            rows.append((p["name"], p["state"], str(p["pid"] or "-"), _duration(p["uptime"]), str(p["restarts"]),
+            rows.append((p["name"], p["state"], str(p["pid"] or "-"), format_uptime(p["uptime"]), str(p["restarts"]),
                          "yes" if p["ready"] else "no", p["reason"] or ""))
         widths = [max(len(r[i]) for r in rows) for i in range(6)]
         for row in rows:
@@ -52,7 +52,8 @@ def _status(client: Client, args: argparse.Namespace) -> int:
     return 0 if reply["ready"] else 1
 
 
-def _duration(seconds: float | None) -> str:
+def format_uptime(seconds: float | None) -> str:
+    """`1d 2:03:04`, as the status tables show it (here and in hive-containers)."""
     if seconds is None:
         return "-"
     seconds = int(seconds)

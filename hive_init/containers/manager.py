@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hive_init.config.durations import parse_duration
+from hive_init.ctl import format_uptime
 from hive_init.containers import logs as logview
 from hive_init.containers import ports
 from hive_init.containers import state
@@ -275,7 +276,7 @@ class Manager:
             if c is None:
                 rows.append((s.name, "absent", "-", "-", "-", "-"))
                 continue
-            rows.append((s.name, c.status, c.health.status if c.running else "-", _duration(c.uptime(now)),
+            rows.append((s.name, c.status, c.health.status if c.running else "-", format_uptime(c.uptime(now)),
                          ", ".join(map(str, c.ports)) or "-", c.name))
         _table(rows, self.out)
         for s, c, init, verdict in reports:
@@ -295,7 +296,7 @@ class Manager:
             if init is not None and init.programs:
                 rows = [("  PROGRAM", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "INFO")]
                 for p in init.programs:
-                    rows.append((f"  {p.name}", p.state, str(p.pid or "-"), _duration(p.uptime), str(p.restarts),
+                    rows.append((f"  {p.name}", p.state, str(p.pid or "-"), format_uptime(p.uptime), str(p.restarts),
                                  "yes" if p.ready else "no", p.reason))
                 _table(rows, self.out)
 
@@ -379,15 +380,6 @@ def _seconds(value: Any, default: float) -> float:
     except ValueError:
         return default
 
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return (f"{days}d " if days else "") + f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
