@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.util import (MB, LivenessPoller, Sampler, assert_no_fd_growth, metric, open_fds, rss, wait_http,
-                              zombies_under)
+from tests.chaos.util import MB, LivenessPoller, Sampler, assert_no_fd_growth, metric, open_fds, rss, wait_http, zombies_under
 
 FLOOD = """\
 import os, sys
@@ -93,22 +92,22 @@ def run_flood(start_counting_init, tmp_path, total: int, width: int, timeout: fl
     return result
 
 
-
-
 @pytest.mark.parametrize("width", [pytest.param(200, id="200-byte-lines"), pytest.param(0, id="without-newline")])
 def test_a_10mb_flood_is_passed_through_whole_with_bounded_memory(start_counting_init, tmp_path, width):
     run_flood(start_counting_init, tmp_path, 10 * MB, width, timeout=120)
 
 
 @pytest.mark.soak
-@pytest.mark.parametrize("width", [pytest.param(100, id="100-byte-lines"), pytest.param(0, id="without-newline")])
-def test_a_100mb_flood_keeps_memory_bounded_and_every_line_accounted_for(start_counting_init, tmp_path, width):
-    run_flood(start_counting_init, tmp_path, 100 * MB, width, timeout=600, lossless=False)
+def test_a_100mb_flood_of_short_lines_loses_nothing_when_the_reader_keeps_up(start_counting_init, tmp_path):
+    run_flood(start_counting_init, tmp_path, 100 * MB, 100, timeout=600)
 
 
 @pytest.mark.soak
-def test_a_100mb_flood_of_short_lines_loses_nothing_when_the_reader_keeps_up(start_counting_init, tmp_path):
-    run_flood(start_counting_init, tmp_path, 100 * MB, 100, timeout=600)
+def test_a_100mb_flood_without_newline_keeps_memory_bounded_and_every_line_accounted_for(start_counting_init,
+                                                                                        tmp_path):
+    # at ~100 MB/s the 8 MiB buffer covers a reader that stalls ~80 ms: on a busy machine ours may,
+    # so lines may be dropped here, but never silently
+    run_flood(start_counting_init, tmp_path, 100 * MB, 0, timeout=600, lossless=False)
 
 
 def test_nobody_reading_stdout_drops_lines_but_never_blocks_the_init(start_counting_init, tmp_path):

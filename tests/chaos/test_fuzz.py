@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hive_init.runtime.output import LineSplitter
-from tests.chaos.util import ChaosInit as Init, http_get, unix_request, wait_http
+from tests.chaos.util import ChaosInit as Init
+from tests.chaos.util import http_get, unix_request, wait_http
 
 # ---- the line splitter ------------------------------------------------------------------------
 

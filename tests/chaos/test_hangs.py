@@ -123,6 +123,7 @@ def test_deaf_and_frozen_programs_are_killed_at_their_stop_timeout(start_init, t
     init.signal(signal.SIGTERM)
     assert init.wait(timeout=30) == 0
     took = time.monotonic() - start
+    print(f"shutdown with stop_timeout = 1s took {took:.2f}s")  # for SCENARIOS.md (pytest -s)
     assert 1.0 <= took < 1.0 + 3.0, f"shutdown took {took:.2f}s with stop_timeout = 1s"
     for name in ("deaf", "frozen"):
         assert any("still running 1s after SIGTERM" in e["msg"] for e in init.events(name)), name
@@ -159,4 +160,5 @@ def test_the_whole_shutdown_fits_in_shutdown_timeout(start_init):
     assert code == 0
     assert any("shutdown_timeout (2s) reached" in e["msg"] for e in init.events())
     assert [pid for pid in pids if alive(pid)] == []
+    print(f"shutdown with shutdown_timeout = 2s took {took:.2f}s")  # for SCENARIOS.md (pytest -s)
     assert took < 2.0 + 3.0, f"shutdown took {took:.2f}s with shutdown_timeout = 2s"
