@@ -157,9 +157,16 @@ class Init:
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
+                # programs run in sessions of their own: a subreaper init's would outlive it
+                descendants = psutil.Process(self.init_pid).children(recursive=True)
                 os.killpg(os.getpgid(self.init_pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, AssertionError):
-                pass
+            except (ProcessLookupError, PermissionError, AssertionError, psutil.Error):
+                descendants = []
+            for process in descendants:
+                try:
+                    process.kill()
+                except psutil.Error:
+                    pass
             self.proc.kill()
             self.proc.wait(10)
 
