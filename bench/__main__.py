@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench import report, scenarios
 from bench.common import (
+    BenchError,
     BENCH, GNU_TIME, HIVE_INIT, IS_ROOT, PYCACHE, SUPERVISORD, UNSHARE, dump_json, make_root, postgres_user,
     prepare_pycache,
 )

@@ -4,7 +4,6 @@ Only root and the init's own user may use it (checked with SO_PEERCRED)."""
 
 import json
 import os
-import signal
 import socket
 import struct
 from typing import TYPE_CHECKING, Any

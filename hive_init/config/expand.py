@@ -4,7 +4,6 @@ A value that came from a secret (a `*_FILE` file, or a variable whose name says 
 SECRET or TOKEN) is remembered so that every log line and status output can redact it.
 """
 
-import os
 import re
 from collections.abc import Mapping
 

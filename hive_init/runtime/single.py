@@ -7,7 +7,7 @@ import signal
 from collections.abc import Mapping, Sequence
 
 
-from hive_init import exits, log
+from hive_init import log
 from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper
 from hive_init.runtime.spawn import SpawnError, spawn
 from hive_init.runtime.supervisor import CATCHABLE

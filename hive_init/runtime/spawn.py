@@ -132,7 +132,7 @@ def spawn(
         if cwd and e.filename == cwd:
             raise SpawnError(f"cannot start {argv[0]!r}: directory {cwd!r} does not exist", 126) from None
         raise SpawnError(f"cannot execute {argv[0]!r}: no such file or directory", 127) from None
-    except PermissionError as e:
+    except PermissionError:
         raise SpawnError(f"cannot execute {argv[0]!r}: permission denied", 126) from None
     except OSError as e:
         if e.errno == errno.ENOEXEC:

@@ -5,7 +5,6 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request

@@ -270,8 +270,8 @@ def test_no_healthcheck_and_exited_containers(podman, setup):
         podman("run", "--name", exited, image, "sh", "-c", "exit 3", check=False)
         running = podman("inspect", name).stdout
         stopped = podman("inspect", exited).stdout
-        table = podman("ps", "-a", "--filter", f"name=^hct-", "--no-trunc").stdout
-        ps_json = podman("ps", "-a", "--filter", f"name=^hct-", "--format", "json").stdout
+        table = podman("ps", "-a", "--filter", "name=^hct-", "--no-trunc").stdout
+        ps_json = podman("ps", "-a", "--filter", "name=^hct-", "--format", "json").stdout
     finally:
         podman.remove(containers=[name, exited])
     [c] = parse_inspect(running)

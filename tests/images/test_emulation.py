@@ -3,7 +3,6 @@ run by hive-init as PID 1 of a new PID namespace, as root, with real PostgreSQL 
 service app. Only the paths that belong to the image are pointed at a scratch directory."""
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -2,11 +2,9 @@
 task drives it), a scratch directory PostgreSQL's user can reach, free ports, and configs."""
 
 import os
-import pwd
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import textwrap
 from collections.abc import Awaitable, Callable

@@ -2,7 +2,6 @@
 
 import grp
 import json
-import os
 import pwd
 import signal
 import subprocess
