@@ -162,7 +162,7 @@ class Program:
             self._set(State.STARTING, "preparing" if self.spec.kind != "command" else "")
             code, stopped = await self._run_once(pumps)
             if stopped:
-                self._set(State.STOPPED, "stopped" + (f" ({describe_exit(code)})" if code not in (None, 0, -15) else ""))
+                self._set(State.STOPPED, describe_exit(code) if code not in (None, 0, -self.spec.stop_signal) else "")
                 return
             assert code is not None
             self.last_exit = code
