@@ -85,8 +85,11 @@ class RotatingFile:
             self.size += len(data)
         except OSError as e:
             self.failed = True
+            # makedirs says "File exists" when a parent of the path is a regular file
+            reason = "a parent of the path is not a directory" if isinstance(e, (FileExistsError, NotADirectoryError)) \
+                else e.strerror
             log.get_logger().error("cannot write log file; output goes to stdout only",
-                                   path=self.spec.path, error=e.strerror)
+                                   path=self.spec.path, error=reason)
 
     def _rotate(self) -> None:
         assert self.file is not None

@@ -188,7 +188,9 @@ def test_an_unwritable_log_file_is_reported_once_and_output_still_reaches_stdout
         # one clear error per file (not one per line), naming the file and why
         assert sorted(e["path"] for e in errors) == sorted([str(tmp_path / "ro" / "sub" / "ro.log"),
                                                            str(blocker / "notdir.log")])
-        assert {e["path"]: e["error"] for e in errors}[str(tmp_path / "ro" / "sub" / "ro.log")] == ro_error
+        reasons = {e["path"]: e["error"] for e in errors}
+        assert reasons[str(tmp_path / "ro" / "sub" / "ro.log")] == ro_error
+        assert reasons[str(blocker / "notdir.log")] == "a parent of the path is not a directory"
         assert all(e["level"] == "error" for e in errors)
         print("log file errors:", [(e["path"], e["error"]) for e in errors])  # for SCENARIOS.md (pytest -s)
         assert init.output("ro") == [f"ro-line-{i}" for i in range(1, 6)]
