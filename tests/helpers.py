@@ -171,18 +171,23 @@ class Init:
             self.proc.wait(10)
 
 
-@pytest.fixture
-def start_init(tmp_path: Path):
+def starter(tmp_path: Path, cls: type = Init):
+    """The body of the `start_init` fixtures: start inits of `cls`, close them all at the end."""
     started: list[Init] = []
 
     def start(config: str, **kwargs: Any) -> Init:
-        init = Init(tmp_path, config, **kwargs)
+        init = cls(tmp_path, config, **kwargs)
         started.append(init)
         return init
 
     yield start
     for init in started:
         init.close()
+
+
+@pytest.fixture
+def start_init(tmp_path: Path):
+    yield from starter(tmp_path)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from hive_init import log, redact
 from hive_init.api.protocol import MAX_REQUEST, encode
 from hive_init.config import ConfigError, load
 from hive_init.runtime.pid1 import signal_name
-from hive_init.runtime.state import State
 
 if TYPE_CHECKING:
     from hive_init.runtime.supervisor import Supervisor
@@ -210,5 +209,3 @@ async def reload_config(supervisor: "Supervisor") -> dict:
     logger.info("reloaded", **{k: ",".join(v) for k, v in changes.items() if v})
     return {"ok": True, **changes}
 
-
-__all__ = ["serve_control", "handle", "reload_config", "State"]

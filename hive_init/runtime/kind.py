@@ -1,7 +1,6 @@
 """How a kind of program is prepared, started, probed and stopped. Plain `command` programs use
 `Kind` as it is; `kind = "postgres"` overrides the steps it knows better (hive_init.postgres)."""
 
-import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,5 +53,3 @@ def kind_for(spec: ProgramSpec) -> Kind:
         return PostgresKind(spec)
     return Kind(spec)
 
-
-SIGKILL = signal.SIGKILL

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from hive_init import exits
 from hive_init.config.model import RunAs
 from hive_init.runtime.pid1 import describe_exit, reaper
 
@@ -22,7 +23,7 @@ class SpawnError(Exception):
 
     def __init__(self, message: str, code: int):
         super().__init__(message)
-        self.code = code  # what a shell would return: 126 cannot execute, 127 not found
+        self.code = code  # what a shell would return: 126 cannot execute, 127 not found (hive_init.exits)
 
 
 @dataclass(eq=False)
@@ -107,7 +108,7 @@ def spawn(
 ) -> Child:
     switch = run_as is not None and (os.geteuid() == 0) and run_as.uid != os.geteuid()
     if run_as is not None and not switch and run_as.uid != os.geteuid():
-        raise SpawnError(f"cannot run as user {run_as.user!r}: hive-init is not running as root", 126)
+        raise SpawnError(f"cannot run as user {run_as.user!r}: hive-init is not running as root", exits.CANNOT_EXECUTE)
     pipe = subprocess.PIPE if capture else None
     # without a new session (single-command mode), the child still gets a process group of its
     # own, so that signals can go to the whole group while it keeps the terminal
@@ -130,14 +131,14 @@ def spawn(
         )
     except FileNotFoundError as e:
         if cwd and e.filename == cwd:
-            raise SpawnError(f"cannot start {argv[0]!r}: directory {cwd!r} does not exist", 126) from None
-        raise SpawnError(f"cannot execute {argv[0]!r}: no such file or directory", 127) from None
+            raise SpawnError(f"cannot start {argv[0]!r}: directory {cwd!r} does not exist", exits.CANNOT_EXECUTE) from None
+        raise SpawnError(f"cannot execute {argv[0]!r}: no such file or directory", exits.NOT_FOUND_COMMAND) from None
     except PermissionError:
-        raise SpawnError(f"cannot execute {argv[0]!r}: permission denied", 126) from None
+        raise SpawnError(f"cannot execute {argv[0]!r}: permission denied", exits.CANNOT_EXECUTE) from None
     except OSError as e:
         if e.errno == errno.ENOEXEC:
-            raise SpawnError(f"cannot execute {argv[0]!r}: not an executable format", 126) from None
-        raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", 126) from None
+            raise SpawnError(f"cannot execute {argv[0]!r}: not an executable format", exits.CANNOT_EXECUTE) from None
+        raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", exits.CANNOT_EXECUTE) from None
     for stream in (popen.stdout, popen.stderr):
         if stream is not None:
             os.set_blocking(stream.fileno(), False)

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.helpers import ROOT, Init
+from tests.helpers import ROOT, Init, starter
 
 # The init runs as PID 1 of a new PID namespace when we are root, else as a subreaper.
 PID1 = ROOT
@@ -213,16 +213,7 @@ class ChaosInit(Init):
 @pytest.fixture
 def start_init(tmp_path: Any) -> Any:
     """tests/helpers.py's fixture, with ChaosInit: nothing a test started outlives it."""
-    started: list[ChaosInit] = []
-
-    def start(config: str, **kwargs: Any) -> ChaosInit:
-        init = ChaosInit(tmp_path, config, **kwargs)
-        started.append(init)
-        return init
-
-    yield start
-    for init in started:
-        init.close()
+    yield from starter(tmp_path, ChaosInit)
 
 
 class CountingInit(ChaosInit):
