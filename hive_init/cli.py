@@ -138,13 +138,15 @@ def _run(args) -> int:  # args: argparse.Namespace
     async def supervise() -> int:
         return await Supervisor(config).run()
 
+    from hive_init.api.listen import CannotListen
+
     try:
         status = anyio.run(supervise)
+    except CannotListen as e:  # checked before the first spawn: nothing is left running
+        log.fatal(str(e))
+        status = exits.CANNOT_LISTEN
     except Exception as e:  # a bug: say where, in one line, and let the container restart us
-        import traceback
-
-        frame = traceback.extract_tb(e.__traceback__)[-1]
-        log.fatal(f"internal error: {type(e).__name__}: {e} (at {frame.filename}:{frame.lineno})")
+        log.fatal(exits.describe_internal_error(e))
         status = exits.SOFTWARE
     log.sink.flush_blocking()
     sys.stdout.flush()

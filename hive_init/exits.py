@@ -11,3 +11,20 @@ NOT_FOUND_COMMAND = 127  # single-command mode: the command does not exist
 CONVERT_INCOMPLETE = 4  # convert: written, but some settings have no equivalent (each reported)
 NO_INPUT = 66  # EX_NOINPUT: convert's source file cannot be read
 CONFIG = 78  # EX_CONFIG: the configuration is invalid; the one-line message names file, program, field
+CANNOT_LISTEN = 73  # EX_CANTCREAT: the control socket or the HTTP port cannot be had; nothing was spawned
+
+
+def describe_internal_error(error: BaseException) -> str:
+    """One line for a bug: the innermost exception (task groups wrap it in groups) and the
+    file:line where it was raised. HIVE_INIT_DEBUG=1 adds the whole traceback on stderr."""
+    import os
+    import sys
+    import traceback
+
+    if os.environ.get("HIVE_INIT_DEBUG") == "1":
+        traceback.print_exception(error, file=sys.stderr)
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"internal error: {type(error).__name__}: {error}{where}"

@@ -5,15 +5,18 @@ Only root and the init's own user may use it (checked with SO_PEERCRED)."""
 import json
 import os
 import socket
+import stat
 import struct
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, SocketStream
+from anyio.abc import SocketAttribute, SocketStream
 
 from hive_init import log, redact
+from hive_init.api.listen import CannotListen, Shedder, accept_loop, budget
 from hive_init.api.protocol import MAX_REQUEST, encode
 from hive_init.config import ConfigError, load
+from hive_init.healthcheck import default_socket_path
 from hive_init.runtime.pid1 import signal_name
 
 if TYPE_CHECKING:
@@ -21,22 +24,48 @@ if TYPE_CHECKING:
 
 MAX_CLIENTS = 32
 REQUEST_TIMEOUT = 5.0
+FOLLOW_BATCH = 256  # lines per message to a follower
+FOLLOW_STALL = 60.0  # seconds a follower may take nothing before it is dropped
 
 
-async def serve_control(supervisor: "Supervisor", *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-    path = supervisor.config.init.control_socket
+def bind_control(path: str) -> socket.socket:
+    """Claim the path and bind it; run before the first spawn, so that a second init on the same
+    socket, or a path squatted by someone else, stops here with nothing left running."""
     _claim(path)
-    listener = await SocketListener.from_socket(_bind(path))
-    limiter = anyio.CapacityLimiter(MAX_CLIENTS)
+    try:
+        return _bind(path)
+    except OSError as e:
+        raise CannotListen(f"control socket {path}: cannot bind: {e.strerror}") from None
+
+
+async def serve_control(supervisor: "Supervisor", sock: socket.socket, *,
+                        task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    path = supervisor.config.init.control_socket
+    created = os.stat(path, follow_symlinks=False)
+    limiter = anyio.CapacityLimiter(budget(1 / 3, 4, MAX_CLIENTS))
+    shedder = Shedder("control socket")
+
+    async def client(conn: socket.socket) -> None:
+        await _client(supervisor, await SocketStream.from_socket(conn), limiter)
+
     task_status.started()
     try:
-        async with listener:
-            await listener.serve(lambda stream: _client(supervisor, stream, limiter))
+        async with anyio.create_task_group() as tg:
+            await accept_loop(sock, shedder, client, tg)
     finally:
-        try:
+        sock.close()
+        shedder.close()
+        _unlink_if_ours(path, created)
+
+
+def _unlink_if_ours(path: str, created: os.stat_result) -> None:
+    """Remove the socket at exit only if it is still the one we bound (a newer init may own the path)."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) == (created.st_dev, created.st_ino):
             os.unlink(path)
-        except OSError:
-            pass
+    except OSError:
+        pass
 
 
 def _bind(path: str) -> socket.socket:
@@ -46,6 +75,9 @@ def _bind(path: str) -> socket.socket:
     old_umask = os.umask(0o177)
     try:
         sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
     finally:
         os.umask(old_umask)
     sock.listen(MAX_CLIENTS)
@@ -54,19 +86,58 @@ def _bind(path: str) -> socket.socket:
 
 
 def _claim(path: str) -> None:
-    """Remove a stale socket left by a killed init, but never steal a live one's."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    if not os.path.exists(path):
+    """Make the path ours: its directory exists (the non-root default's is made 0700 and must be
+    ours alone); a socket left by a killed init of ours is removed; anything else there (a live
+    init, another user's socket or file) is refused, never removed or talked to."""
+    directory = os.path.dirname(path) or "."
+    if directory == os.path.dirname(default_socket_path()) and os.geteuid() != 0:
+        _private_directory(directory)
+    else:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise CannotListen(f"control socket {path}: cannot create {directory}: {e.strerror}") from None
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
         return
+    except OSError as e:
+        raise CannotListen(f"control socket {path}: {e.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid not in (0, os.geteuid()):
+        raise CannotListen(f"control socket {path} exists and is not ours (owner uid {st.st_uid}, "
+                           f"{_kind(st.st_mode)}): remove it or set [init] control_socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
     except OSError:
-        os.unlink(path)
+        os.unlink(path)  # ours and nobody listens: a killed init's
     else:
-        raise RuntimeError(f"another hive-init is running (control socket {path} answers)")
+        raise CannotListen(f"another hive-init is running (control socket {path} answers)")
     finally:
         probe.close()
+
+
+def _private_directory(directory: str) -> None:
+    """The non-root default's directory: created 0700, or, if it exists, a real directory that is
+    ours and closed to others (a directory in /tmp can be made first by anyone)."""
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise CannotListen(f"control socket directory {directory}: cannot create: {e.strerror}") from None
+    st = os.stat(directory, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise CannotListen(f"control socket directory {directory} is not ours alone (owner uid {st.st_uid}, "
+                           f"mode {stat.S_IMODE(st.st_mode):o}, {_kind(st.st_mode)}): remove it or set [init] control_socket")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO")):
+        if test(mode):
+            return name
+    return "a device"
 
 
 def _peer_allowed(stream: SocketStream) -> bool:
@@ -75,48 +146,59 @@ def _peer_allowed(stream: SocketStream) -> bool:
     return uid in (0, os.geteuid())
 
 
+# What a client can do to its own connection (stop reading, go away, reset it): it loses the
+# connection, never the init. TimeoutError is _send's deadline for a client that does not read.
+_CLIENT_GONE = (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
 async def _client(supervisor: "Supervisor", stream: SocketStream, limiter: anyio.CapacityLimiter) -> None:
     async with stream:
-        if limiter.available_tokens == 0:
-            await _send(stream, _error("busy", "too many control connections"))
+        try:
+            if limiter.available_tokens == 0:
+                await _send(stream, _error("busy", "too many control connections"))
+                return
+            async with limiter:
+                await _serve_client(supervisor, stream)
+        except _CLIENT_GONE:
             return
-        async with limiter:
-            allowed = _peer_allowed(stream)
-            buffer = b""
-            while True:
-                with anyio.move_on_after(REQUEST_TIMEOUT):
-                    while b"\n" not in buffer:
-                        try:
-                            data = await stream.receive(65536)
-                        except (anyio.EndOfStream, anyio.BrokenResourceError):
-                            return
-                        buffer += data
-                        if len(buffer) > MAX_REQUEST:
-                            await _send(stream, _error("bad_request", "request too long"))
-                            return
-                if b"\n" not in buffer:
-                    return  # idle or too slow: the connection is not worth a slot
-                line, _, buffer = buffer.partition(b"\n")
-                if not allowed:  # answered only after the request is read: every request gets a reply
-                    await _send(stream, _error("forbidden", "only root and the init's user may use the control socket"))
-                    return
+
+
+async def _serve_client(supervisor: "Supervisor", stream: SocketStream) -> None:
+    allowed = _peer_allowed(stream)
+    buffer = b""
+    while True:
+        with anyio.move_on_after(REQUEST_TIMEOUT):
+            while b"\n" not in buffer:
                 try:
-                    request = json.loads(line)
-                    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-                        raise ValueError
-                except (ValueError, RecursionError):
-                    await _send(stream, _error("bad_request", "expected one JSON object with a \"cmd\" per line"))
+                    data = await stream.receive(65536)
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
                     return
-                try:
-                    if request["cmd"] == "logs" and request.get("follow"):
-                        await _follow(supervisor, stream, request)
-                        return
-                    await _send(stream, await handle(supervisor, request))
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                buffer += data
+                if len(buffer) > MAX_REQUEST:
+                    await _send(stream, _error("bad_request", "request too long"))
                     return
+        if b"\n" not in buffer:
+            return  # idle or too slow: the connection is not worth a slot
+        line, _, buffer = buffer.partition(b"\n")
+        if not allowed:  # answered only after the request is read: every request gets a reply
+            await _send(stream, _error("forbidden", "only root and the init's user may use the control socket"))
+            return
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                raise ValueError
+        except (ValueError, RecursionError):
+            await _send(stream, _error("bad_request", "expected one JSON object with a \"cmd\" per line"))
+            return
+        if request["cmd"] == "logs" and request.get("follow"):
+            await _follow(supervisor, stream, request)
+            return
+        await _send(stream, await handle(supervisor, request))
 
 
 async def _send(stream: SocketStream, message: dict) -> None:
+    """A reply the client does not take within REQUEST_TIMEOUT ends its connection (TimeoutError,
+    caught by _client): a stuck `logs | less` must not hold the init's memory or a slot."""
     with anyio.fail_after(REQUEST_TIMEOUT):
         await stream.send(encode(message))
 
@@ -170,25 +252,40 @@ def _line(entry: tuple[float, str, str]) -> dict:
 
 
 async def _follow(supervisor: "Supervisor", stream: SocketStream, request: dict) -> None:
-    """Recent lines, then every new one as it comes, until the client goes away."""
+    """Recent lines, then every new one as it comes, until the client goes away. A reader that
+    falls behind loses lines (counted, and said in the stream when it catches up); one that takes
+    nothing for FOLLOW_STALL seconds is dropped."""
     response = await handle(supervisor, {**request, "follow": False})
     await _send(stream, response)
     if not response.get("ok"):
         return
     program = supervisor.programs[request["name"]]
     send, receive = anyio.create_memory_object_stream[tuple[float, str, str]](1000)
+    dropped = 0
 
     def follower(entry: tuple[float, str, str]) -> None:
+        nonlocal dropped
         try:
             send.send_nowait(entry)
         except anyio.WouldBlock:
-            pass  # a slow reader misses lines rather than slowing the init
+            dropped += 1  # a slow reader misses lines rather than slowing the init
 
     program.output.followers.add(follower)
     try:
         async with receive:
             async for entry in receive:
-                await _send(stream, {"ok": True, "lines": [_line(entry)]})
+                batch = [_line(entry)]
+                while len(batch) < FOLLOW_BATCH:  # what came meanwhile goes in the same message
+                    try:
+                        batch.append(_line(receive.receive_nowait()))
+                    except anyio.WouldBlock:
+                        break
+                if dropped:
+                    batch.append({"ts": entry[0], "stream": "hive-init",
+                                  "text": f"({dropped} lines dropped: this reader was too slow)"})
+                    dropped = 0
+                with anyio.fail_after(FOLLOW_STALL):
+                    await stream.send(encode({"ok": True, "lines": batch}))
     finally:
         program.output.followers.discard(follower)
 
@@ -201,7 +298,9 @@ async def reload_config(supervisor: "Supervisor") -> dict:
         logger.info("reload ignored: shutting down")
         return _error("conflict", "hive-init is shutting down")
     try:
-        config = load(supervisor.config.path)
+        # in a worker thread: parsing, `${VAR}` expansion, secret files and user lookups can all
+        # take long (100,000 keys, a slow NSS) and the loop must keep reaping meanwhile
+        config = await anyio.to_thread.run_sync(load, supervisor.config.path)
     except ConfigError as e:
         logger.error(f"reload rejected: {e}")
         return _error("invalid_config", str(e))

@@ -4,7 +4,10 @@ A value that came from a secret (a `*_FILE` file, or a variable whose name says 
 SECRET or TOKEN) is remembered so that every log line and status output can redact it.
 """
 
+import errno
+import os
 import re
+import stat
 from collections.abc import Mapping
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
@@ -15,10 +18,46 @@ class UnsetVariable(ValueError):
     pass
 
 
+MAX_SECRET = 64 * 1024  # a password, a key, a certificate: never more
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """A file someone else may control, read safely: opened non-blocking (a FIFO does not hang
+    the open), refused unless it is a regular file (/dev/zero, a FIFO, a directory, a device), and
+    read up to `limit` bytes. Links are followed: Kubernetes mounts secrets and ConfigMaps as
+    links into `..data/`; what the link reaches is checked on the open descriptor itself."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)  # the object opened, not the path again: it cannot be swapped in between
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        chunks = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_secret_file(path: str) -> str:
     """A secret file's content without the trailing newline editors add."""
-    with open(path, encoding="utf-8") as f:
-        return f.read().rstrip("\r\n")
+    data = read_regular_file(path, MAX_SECRET)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise OSError(errno.EILSEQ, f"not UTF-8 text (byte {e.start})") from None
+    if "\0" in text:
+        raise OSError(errno.EILSEQ, "holds a NUL byte")
+    return text.rstrip("\r\n")
 
 
 def expand(text: str, env: Mapping[str, str], secrets: set[str]) -> str:
@@ -32,7 +71,7 @@ def expand(text: str, env: Mapping[str, str], secrets: set[str]) -> str:
             try:
                 value = read_secret_file(env[f"{name}_FILE"])
             except OSError as e:
-                raise UnsetVariable(f"${{{name}}}: cannot read {name}_FILE={env[name + '_FILE']}: {e.strerror}") from None
+                raise UnsetVariable(f"${{{name}}}: cannot read {name}_FILE={env[name + '_FILE']}: {e.strerror or e}") from None
             secrets.add(value)
         elif default is not None:
             value = default

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hive_init.config.errors import ConfigError
-from hive_init.config.expand import UnsetVariable, expand
+from hive_init.config.expand import UnsetVariable, expand, read_regular_file
 from hive_init.config.fields import Table
 from hive_init.config.graph import find_cycle
 from hive_init.healthcheck import default_socket_path
@@ -20,16 +20,16 @@ from hive_init.config.model import Backoff, Config, InitSpec, LogFile, Probe, Pr
 DEFAULT_PATH = "/etc/hive-init/hive-init.toml"
 KINDS = ("command", "postgres")
 CONDITIONS = ("started", "ready", "completed")
+MAX_CONFIG = 4 * 1024 * 1024  # bytes: real configs are a few KB; bounds what a reload reads
 
 
 
 
 def load(path: str, env: Mapping[str, str] | None = None) -> Config:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_regular_file(path, MAX_CONFIG)
     except OSError as e:
-        raise ConfigError(path, f"cannot read config: {e.strerror}") from None
+        raise ConfigError(path, f"cannot read config: {e.strerror or e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -38,6 +38,17 @@ def load(path: str, env: Mapping[str, str] | None = None) -> Config:
 
 
 def loads(text: str, path: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    # Hostile input gets the one-line error too, never a traceback: nesting deeper than Python's
+    # recursion (tomllib and the walks below recurse), or more than memory allows.
+    try:
+        return _loads(text, path, env)
+    except RecursionError:
+        raise ConfigError(path, "nested too deeply") from None
+    except MemoryError:
+        raise ConfigError(path, "too large to load") from None
+
+
+def _loads(text: str, path: str, env: Mapping[str, str] | None) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

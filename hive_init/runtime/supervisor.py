@@ -37,6 +37,7 @@ class Supervisor:
         self.order: list[str] = config.start_order()
         self.log = log.get_logger()
         self.started_at = time.time()
+        self._started_mono = time.monotonic()  # uptime: a wall-clock jump must not change it
         self.exit_status = exits.OK
         self.shutdown_reason = ""
         self.shutting_down = False
@@ -56,17 +57,23 @@ class Supervisor:
         os.environ["HIVE_INIT_SOCKET"] = self.config.init.control_socket
         log.sink.make_nonblocking()
         self.log.info("starting", config=self.config.path, programs=len(self.programs), pid=os.getpid())
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            await tg.start(self._signals)
-            # programs first: importing the endpoints' modules must not delay the first spawn
-            for name in self.order:
-                self._launch(self.programs[name])
-            await self._start_endpoints(tg)
-            tg.start_soon(self._watch_critical)
-            await self._shutdown.wait()
-            await self._stop_all()
-            tg.cancel_scope.cancel()
+        # what can fail without anything running fails here: the socket taken, the port in use
+        sockets = self._bind_endpoints()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self._signals)
+                # programs first: importing the endpoints' modules must not delay the first spawn
+                for name in self.order:
+                    self._launch(self.programs[name])
+                await self._start_endpoints(tg, sockets)
+                tg.start_soon(self._watch_critical)
+                await self._shutdown.wait()
+                await self._stop_all()
+                tg.cancel_scope.cancel()
+        except BaseException:
+            self._kill_left()
+            raise
         self.log.info("exited", status=self.exit_status, reason=self.shutdown_reason,
                       zombies_reaped=self.reaper.reaped_total)
         return self.exit_status
@@ -97,7 +104,10 @@ class Supervisor:
                 program = self.programs[name]
                 await program.stop()
                 program.scope.cancel()
-                del self.programs[name]
+        # removed from the shared map only now, with no await before the new map is complete: a
+        # program depending on two changed ones looks both up while the first one stops
+        for name in removed + changed:
+            del self.programs[name]
         self.config = dataclasses.replace(config, init=self.config.init)
         self.order = config.start_order()
         fresh = {}
@@ -213,14 +223,48 @@ class Supervisor:
             await self.board.next_change()
 
     # ---- endpoints -------------------------------------------------------------------------------
-    async def _start_endpoints(self, tg: anyio.abc.TaskGroup) -> None:
+    def _bind_endpoints(self) -> list[Any]:
+        """Bound before the first spawn (binding is cheap; serving them waits for the programs):
+        a second init on the same socket, or a port in use, exits with one line and nothing left."""
+        from hive_init.api.control import bind_control
+
+        sockets = [bind_control(self.config.init.control_socket)]
+        if self.config.init.http is not None:
+            from hive_init.api.http import bind_http
+
+            try:
+                sockets.append(bind_http(*self.config.init.http))
+            except BaseException:
+                sockets[0].close()
+                os.unlink(self.config.init.control_socket)
+                raise
+        return sockets
+
+    async def _start_endpoints(self, tg: anyio.abc.TaskGroup, sockets: list[Any]) -> None:
         from hive_init.api.control import serve_control
 
-        await tg.start(serve_control, self)
+        await tg.start(self._endpoint, serve_control, sockets[0])
         if self.config.init.http is not None:
             from hive_init.api.http import serve_http
 
-            await tg.start(serve_http, self)
+            await tg.start(self._endpoint, serve_http, sockets[1])
+
+    async def _endpoint(self, serve: Any, sock: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """An endpoint's bug must not take the programs down unstopped: it is said in one line
+        and becomes an orderly shutdown (exit 70), the programs stopped as on TERM."""
+        try:
+            await serve(self, sock, task_status=task_status)
+        except Exception as e:
+            from hive_init.exits import describe_internal_error
+
+            self.log.error(describe_internal_error(e))
+            self.request_shutdown("internal error in an endpoint", exits.SOFTWARE)
+
+    def _kill_left(self) -> None:
+        """The last resort when the supervisor itself fails: no program outlives it unstopped."""
+        for program in self.programs.values():
+            if program.pid is not None:
+                program.signal_group(signal.SIGKILL)
 
     def ready(self) -> tuple[bool, list[str]]:
         """The container's readiness: every program that should be up is READY."""
@@ -235,7 +279,7 @@ class Supervisor:
             "failing": failing,
             "shutting_down": self.shutting_down,
             "pid": os.getpid(),
-            "uptime": round(time.time() - self.started_at, 3),
+            "uptime": round(time.monotonic() - self._started_mono, 3),
             "zombies_reaped": self.reaper.reaped_total,
             "orphans_reaped": self.reaper.orphans_reaped,
             "programs": [describe(p) for p in self.programs.values()],
