@@ -18,7 +18,14 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
     p = argparse.ArgumentParser(prog="hive-init", description="init and supervisor for all-in-one containers")
     p.add_argument("-V", "--version", action="store_true", help="print the version and exit")
     p.add_argument("-s", "--socket", help="control socket (default: $HIVE_INIT_SOCKET, or /run/hive-init.sock as root)")
+    config_help = "control commands: talk to the init of this config (its [init] control_socket; default $HIVE_INIT_CONFIG)"
+    p.add_argument("-c", "--config", dest="ctl_config", help=config_help)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def control(name: str, **kwargs):  # a control command: -c CONFIG also after its name
+        cmd = sub.add_parser(name, **kwargs)
+        cmd.add_argument("-c", "--config", dest="ctl_config", default=argparse.SUPPRESS, help=config_help)
+        return cmd
 
     run = sub.add_parser("run", help="run as init: the programs of a config, or one command after --")
     run.add_argument("-c", "--config", help="config file (default: $HIVE_INIT_CONFIG, else " + DEFAULT_CONFIG + ")")
@@ -32,21 +39,21 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
     check.add_argument("config", nargs="?", help="config file")
     check.add_argument("-c", "--config", dest="config_opt", help=argparse.SUPPRESS)
 
-    status = sub.add_parser("status", help="programs and their states (exit 0 all ready, 1 not, 2 unreachable)")
+    status = control("status", help="programs and their states (exit 0 all ready, 1 not, 2 unreachable)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("names", nargs="*", help="only these programs")
-    sub.add_parser("health", help="for HEALTHCHECK: exit 0 healthy, 1 not; one line on stdout")
+    control("health", help="for HEALTHCHECK: exit 0 healthy, 1 not; one line on stdout")
     for name in ("start", "stop", "restart"):
-        cmd = sub.add_parser(name, help=f"{name} a program")
+        cmd = control(name, help=f"{name} a program")
         cmd.add_argument("name")
-    sig = sub.add_parser("signal", help="send a signal to a program's process group")
+    sig = control("signal", help="send a signal to a program's process group")
     sig.add_argument("name")
     sig.add_argument("signal", help="name or number, e.g. HUP")
-    logs = sub.add_parser("logs", help="a program's recent output")
+    logs = control("logs", help="a program's recent output")
     logs.add_argument("name")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=100, help="how many recent lines (default 100)")
-    sub.add_parser("reload", help="apply the config file again (same as SIGHUP)")
+    control("reload", help="apply the config file again (same as SIGHUP)")
     convert = sub.add_parser("convert", help="turn a supervisord.conf into a hive-init config")
     convert.add_argument("source")
     convert.add_argument("-o", "--output", help="write here instead of stdout")

@@ -8,14 +8,19 @@ import time
 
 from hive_init import exits
 from hive_init.api.protocol import Client, Unreachable, socket_path
+from hive_init.healthcheck import BadConfig
 
 
 def main(args: argparse.Namespace) -> int:
     if args.command == "health":
         from hive_init.healthcheck import main as health
 
-        return health(args.socket)
-    path = socket_path(args.socket)
+        return health(args.socket, config=args.ctl_config)
+    try:
+        path = socket_path(args.socket, args.ctl_config)
+    except BadConfig as e:
+        print(f"hive-init: {e}", file=sys.stderr)
+        return exits.CONFIG
     try:
         client = Client(path)
     except Unreachable as e:

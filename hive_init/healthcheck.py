@@ -7,26 +7,81 @@ import os
 import _socket
 
 
-def socket_path(explicit: str | None) -> str:
-    """Where the clients look: -s, else $HIVE_INIT_SOCKET, else the default."""
-    return explicit or os.environ.get("HIVE_INIT_SOCKET") or default_socket_path()
+def socket_path(explicit: str | None, config: str | None = None) -> str:
+    """Where the clients look: -s, else the control_socket of -c CONFIG, else $HIVE_INIT_SOCKET,
+    else the control_socket of $HIVE_INIT_CONFIG, else the default (as `supervisorctl -c`)."""
+    if explicit:
+        return explicit
+    if config:
+        return socket_of_config(config)
+    if os.environ.get("HIVE_INIT_SOCKET"):
+        return os.environ["HIVE_INIT_SOCKET"]
+    if os.environ.get("HIVE_INIT_CONFIG"):
+        return socket_of_config(os.environ["HIVE_INIT_CONFIG"])
+    return default_socket_path()
+
+
+class BadConfig(ValueError):
+    pass
+
+
+def socket_of_config(path: str) -> str:
+    """[init] control_socket of a config, read without loading the rest (its secrets may not be
+    readable by whoever runs `status`, and its user lookups take time)."""
+    import tomllib
+
+    from hive_init.config.expand import UnsetVariable, expand, read_regular_file
+
+    try:
+        raw = tomllib.loads(read_regular_file(path, 4 * 1024 * 1024).decode("utf-8"))
+        value = raw.get("init", {}).get("control_socket", "")
+        if not isinstance(value, str):
+            raise ValueError("[init] control_socket is not a string")
+        return expand(value, os.environ, set()) or default_socket_path()
+    except OSError as e:
+        raise BadConfig(f"{path}: cannot read config: {e.strerror or e}") from None
+    except (ValueError, RecursionError, AttributeError, UnsetVariable) as e:
+        raise BadConfig(f"{path}: cannot find [init] control_socket: {e}") from None
 
 
 def default_socket_path() -> str:
-    """`[init] control_socket`'s default."""
+    """`[init] control_socket`'s default. Not root: in a directory only this user can write
+    ($XDG_RUNTIME_DIR, or a 0700 directory of its own in /tmp, which the init creates and checks),
+    so that nobody can take the name first."""
     if os.geteuid() == 0:
         return "/run/hive-init.sock"
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return os.path.join(runtime, "hive-init.sock") if runtime else f"/tmp/hive-init-{os.geteuid()}.sock"
+    if runtime:
+        return os.path.join(runtime, "hive-init.sock")
+    return f"/tmp/hive-init-{os.geteuid()}/control.sock"
 
 
-def main(socket: str | None = None, timeout: float = 5.0) -> int:
+def untrusted_server_uid(sock: "_socket.socket") -> int | None:
+    """The uid of the process listening on a connected unix socket, if it is neither root nor us
+    (else None): a socket another user made must not receive our commands or be believed."""
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred: pid, uid, gid
+    uid = int.from_bytes(creds[4:8], "little" if _LITTLE else "big")
+    return None if uid in (0, os.geteuid()) else uid
+
+
+_LITTLE = __import__("sys").byteorder == "little"
+
+
+def main(socket: str | None = None, timeout: float = 5.0, config: str | None = None) -> int:
     """Exit 0 healthy, 1 not (or unreachable): Docker reserves every other status."""
-    path = socket_path(socket)
+    try:
+        path = socket_path(socket, config)
+    except BadConfig as e:
+        print(f"unhealthy: {e}")
+        return 1
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
+        stranger = untrusted_server_uid(sock)
+        if stranger is not None:
+            print(f"unhealthy: {path} is served by uid {stranger}, neither root nor this user: not trusted")
+            return 1
         sock.sendall(b'{"cmd":"health"}\n')
         data = b""
         while not data.endswith(b"\n"):

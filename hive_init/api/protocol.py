@@ -11,7 +11,7 @@ def encode(message: dict) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-from hive_init.healthcheck import socket_path  # noqa: E402,F401  (one definition of the default path)
+from hive_init.healthcheck import untrusted_server_uid, socket_path  # noqa: E402,F401  (one definition of the default path)
 
 
 class Unreachable(Exception):
@@ -35,6 +35,10 @@ class Client:
             raise Unreachable(f"permission denied on {path} (run as the init's user or root)") from None
         except (socket.timeout, OSError) as e:
             raise Unreachable(f"cannot reach hive-init at {path}: {e}") from None
+        stranger = untrusted_server_uid(self.sock)
+        if stranger is not None:  # checked before a byte is sent: it would get our command
+            self.sock.close()
+            raise Unreachable(f"{path} is served by uid {stranger}, neither root nor this user: not talking to it")
         self.buffer = b""
 
     def request(self, message: dict) -> dict:
