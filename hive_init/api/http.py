@@ -59,16 +59,20 @@ async def serve_http(supervisor: "Supervisor", sock: socket.socket, *,
     waiting: dict[object, anyio.CancelScope] = {}  # connections waiting for a request, oldest first
     open_connections = 0
 
+    def evict_oldest_waiting() -> bool:
+        """Its task closes its socket at its next step, within this loop turn: the newcomer takes
+        the slot meanwhile (the count is over the cap by the evictions in flight, no more)."""
+        if not waiting:
+            return False
+        waiting.pop(next(iter(waiting))).cancel()
+        return True
+
     async def connection(conn: socket.socket) -> None:
         nonlocal open_connections
         try:
-            if open_connections >= cap:
-                if not waiting:
-                    shedder.note(f"{cap} connections, all busy")
-                    return
-                oldest = next(iter(waiting))
-                waiting.pop(oldest).cancel()  # its task closes its socket at once
-                open_connections -= 1  # that slot is this connection's now
+            if open_connections >= cap and not evict_oldest_waiting():
+                shedder.note(f"{cap} connections, all busy")
+                return
             open_connections += 1
             try:
                 await _serve_connection(h11, supervisor, conn, waiting)
@@ -82,7 +86,7 @@ async def serve_http(supervisor: "Supervisor", sock: socket.socket, *,
     task_status.started()
     try:
         async with anyio.create_task_group() as tg:
-            await accept_loop(sock, shedder, connection, tg)
+            await accept_loop(sock, shedder, connection, tg, make_room=evict_oldest_waiting)
     finally:
         sock.close()
         shedder.close()
@@ -96,6 +100,7 @@ async def _serve_connection(h11: Any, supervisor: "Supervisor", conn: socket.soc
     while True:
         scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
         waiting[key] = scope  # evictable until its request is whole
+        request = None  # stays None if evicted or out of time
         try:
             with scope:
                 request = await _read_request(h11, http, conn)

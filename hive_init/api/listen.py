@@ -90,8 +90,11 @@ def _open_spare() -> int | None:
 
 
 async def accept_loop(sock: socket.socket, shedder: Shedder,
-                      handle: Callable[[socket.socket], Awaitable[None]], tg: anyio.abc.TaskGroup) -> None:
-    """Accept forever; every error of accept() is survived. `handle` owns the accepted socket."""
+                      handle: Callable[[socket.socket], Awaitable[None]], tg: anyio.abc.TaskGroup,
+                      make_room: Callable[[], bool] | None = None) -> None:
+    """Accept forever; every error of accept() is survived. `handle` owns the accepted socket.
+    Out of descriptors, `make_room()` may close one of the endpoint's idle connections (True if
+    it did): the pending connection (a probe, maybe) then gets its descriptor."""
     sock.setblocking(False)
     while True:
         await anyio.wait_readable(sock)
@@ -101,6 +104,10 @@ async def accept_loop(sock: socket.socket, shedder: Shedder,
             continue  # the client went away between readiness and accept
         except OSError as e:
             if e.errno in _EXHAUSTED:
+                if make_room is not None and make_room():
+                    await anyio.sleep(0)  # the evicted connection's task closes its socket
+                    await anyio.sleep(0)
+                    continue
                 shedder.note(os.strerror(e.errno))
                 shedder.shed_pending(sock)
                 if shedder.spare is None:
