@@ -103,6 +103,12 @@ def _check(path: str | None) -> int:
         print(f"hive-init: {e}", file=sys.stderr)
         return exits.CONFIG
     print(f"{path}: ok ({len(config.programs)} programs, start order: {', '.join(config.start_order())})")
+    from hive_init.config.graph import stop_budget_warning
+
+    warning = stop_budget_warning(config.programs, {n: p.stop_timeout for n, p in config.programs.items()},
+                                  config.init.shutdown_timeout)
+    if warning:
+        print(f"hive-init: warning: {path}: {warning}", file=sys.stderr)
     return exits.OK
 
 
