@@ -54,6 +54,10 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and os.path.basename(sys.argv[0]) == "supervisorctl":  # the symlink the images install
+        from hive_init.supervisorctl import main as supervisorctl
+
+        return supervisorctl(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         # Held until the init's handlers are in place: a `docker stop` during the imports must
