@@ -50,6 +50,10 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
     convert = sub.add_parser("convert", help="turn a supervisord.conf into a hive-init config")
     convert.add_argument("source")
     convert.add_argument("-o", "--output", help="write here instead of stdout")
+    convert.add_argument("--root", help="an image's file tree: absolute [include] paths are read inside it")
+    convert.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                         help="the container's environment, for what must be known now (numprocs, whole-word %%(ENV_X)s)")
+    convert.add_argument("--strict", action="store_true", help="warnings fail too (exit 4)")
     return p
 
 
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert":
             from hive_init.convert import command
 
-            return command(args.source, args.output)
+            return command(args.source, args.output, args.root, args.set, args.strict)
         if args.command is None:
             _parser().print_help()
             return exits.USAGE

@@ -118,13 +118,18 @@ _COMMON = {
 }
 
 
+def valid_program_name(name: str) -> bool:
+    """Letters, digits, '-', '_' and '.' (the converter names programs by the same rule)."""
+    return name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+
+
 def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
     assert t is not None
     kind_fields: frozenset[str] = frozenset()
     if t.data.get("kind") == "postgres":
         from hive_init.postgres.spec import FIELDS as kind_fields
     t.reject_unknown(_COMMON | kind_fields)
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+    if not valid_program_name(name):
         raise t.error(None, "program names may only use letters, digits, '-', '_' and '.'")
     kind = t.choice("kind", KINDS, "command")
     is_postgres = kind == "postgres"
