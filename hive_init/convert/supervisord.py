@@ -260,6 +260,7 @@ class _Converter:
         self.warned_resolved: set[tuple[str, str]] = set()
         self.ignored: list[str] = []  # what means nothing in hive-init: the header says so
         self.group_priority: dict[str, int] = {}
+        self.whole_group_kill: dict[str, None] = {}  # programs that kill_group = true signals differently
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -392,6 +393,12 @@ class _Converter:
                            "not a supervisord section (supervisord ignores it too)")
         for section in listeners:
             self._listener(section)
+        if self.whole_group_kill:
+            self._ignore(f"stopasgroup/killasgroup unset ({', '.join(self.whole_group_kill)}): supervisord signalled "
+                         "only the main process; hive-init signals the program's whole process group (kill_group = "
+                         "true), which also ends what it leaves behind; write kill_group = false for supervisord's way")
+        self._ignore("supervisord set SUPERVISOR_ENABLED, SUPERVISOR_PROCESS_NAME and SUPERVISOR_GROUP_NAME for its "
+                     "programs; hive-init sets HIVE_INIT_SOCKET (add them to environment if a script checks them)")
         for prog in self.programs:
             why = self.critical.get(prog.supervisord_name)
             if why:
@@ -785,8 +792,8 @@ class _Converter:
                                 "supervisord's default startretries=3"))
         prog.fields.append(("max_restarts", -1, "supervisord never gives up on a program that started"))
         if secs is not None:
-            prog.fields.append(("backoff", {"reset_after": f"{secs}s"}, "a run that outlived startsecs is "
-                                "restarted at once, as by supervisord (whose retries of failed starts wait 1s, 2s, 3s…)"))
+            prog.fields.append(("backoff", {"reset_after": f"{secs}s"}, "after a run longer than startsecs: "
+                                "restarted at once, as by supervisord"))
 
     def _stopping(self, prog: _Program, get: Any, sname: str) -> None:
         text, opt = get("stopsignal")
@@ -823,6 +830,8 @@ class _Converter:
         elif "killasgroup" in flags or "stopasgroup" in flags:
             if kill_group is False:
                 prog.fields.append(("kill_group", False, "stopasgroup/killasgroup=false"))
+        else:
+            self.whole_group_kill.setdefault(prog.supervisord_name, None)
 
     def _logs(self, prog: _Program, get: Any, sname: str) -> None:
         redirect_text, redirect_opt = get("redirect_stderr")
