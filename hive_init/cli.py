@@ -57,10 +57,18 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
     convert = sub.add_parser("convert", help="turn a supervisord.conf into a hive-init config")
     convert.add_argument("source")
     convert.add_argument("-o", "--output", help="write here instead of stdout")
+    convert.add_argument("--root", help="an image's file tree: absolute [include] paths are read inside it")
+    convert.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                         help="the container's environment, for what must be known now (numprocs, whole-word %%(ENV_X)s)")
+    convert.add_argument("--strict", action="store_true", help="warnings fail too (exit 4)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and os.path.basename(sys.argv[0]) == "supervisorctl":  # the symlink the images install
+        from hive_init.supervisorctl import main as supervisorctl
+
+        return supervisorctl(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         # Held until the init's handlers are in place: a `docker stop` during the imports must
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert":
             from hive_init.convert import command
 
-            return command(args.source, args.output)
+            return command(args.source, args.output, args.root, args.set, args.strict)
         if args.command is None:
             _parser().print_help()
             return exits.USAGE
@@ -110,6 +118,12 @@ def _check(path: str | None) -> int:
         print(f"hive-init: {e}", file=sys.stderr)
         return exits.CONFIG
     print(f"{path}: ok ({len(config.programs)} programs, start order: {', '.join(config.start_order())})")
+    from hive_init.config.graph import stop_budget_warning
+
+    warning = stop_budget_warning(config.programs, {n: p.stop_timeout for n, p in config.programs.items()},
+                                  config.init.shutdown_timeout)
+    if warning:
+        print(f"hive-init: warning: {path}: {warning}", file=sys.stderr)
     return exits.OK
 
 

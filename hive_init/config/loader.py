@@ -123,9 +123,15 @@ def _host_port(t: Table, key: str, text: str) -> tuple[str, int]:
 _COMMON = {
     "kind", "command", "shell", "directory", "user", "group", "environment", "priority", "depends_on",
     "oneshot", "autostart", "restart", "exit_codes", "backoff", "max_restarts", "restart_window", "critical",
+    "start_seconds", "start_retries",
     "stop_signal", "stop_timeout", "kill_group", "log_file", "log_file_max_size", "log_file_backups",
     "readiness", "liveness",
 }
+
+
+def valid_program_name(name: str) -> bool:
+    """Letters, digits, '-', '_' and '.' (the converter names programs by the same rule)."""
+    return name.replace("-", "").replace("_", "").replace(".", "").isalnum()
 
 
 def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
@@ -134,7 +140,7 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
     if t.data.get("kind") == "postgres":
         from hive_init.postgres.spec import FIELDS as kind_fields
     t.reject_unknown(_COMMON | kind_fields)
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+    if not valid_program_name(name):
         raise t.error(None, "program names may only use letters, digits, '-', '_' and '.'")
     kind = t.choice("kind", KINDS, "command")
     is_postgres = kind == "postgres"
@@ -156,6 +162,8 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
     restart = t.choice("restart", ("always", "on-failure", "never"), "never" if oneshot else "always")
     if oneshot and restart == "always":
         raise t.error("restart", "a oneshot program runs to completion once; use \"on-failure\" or \"never\"")
+    if oneshot and t.has("start_retries"):
+        raise t.error("start_retries", "a oneshot is meant to exit: failed starts are counted for long-running programs only")
     log_path = t.string("log_file", None)
     spec = ProgramSpec(
         name=name,
@@ -173,6 +181,8 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
         backoff=t.sub("backoff", _backoff) or Backoff(),
         max_restarts=t.integer("max_restarts", 5, minimum=-1),
         restart_window=t.duration("restart_window", 60.0),
+        start_seconds=t.duration("start_seconds", 1.0),
+        start_retries=t.integer("start_retries", -1, minimum=-1),
         critical=t.boolean("critical", False),
         stop_signal=t.signal("stop_signal", defaults.get("stop_signal", 15)),
         stop_timeout=t.duration("stop_timeout", 10.0),

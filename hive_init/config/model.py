@@ -64,6 +64,10 @@ class ProgramSpec:
     backoff: Backoff = field(default_factory=Backoff)
     max_restarts: int = 5  # -1: unlimited
     restart_window: float = 60.0
+    # supervisord's startsecs/startretries: a process that stayed up start_seconds has started;
+    # start_retries failed starts in a row (retried whatever `restart` says), then FATAL; -1: no such budget
+    start_seconds: float = 1.0
+    start_retries: int = -1
     critical: bool = False
     stop_signal: int = 15
     stop_timeout: float = 10.0

@@ -23,9 +23,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hive_init import exits
+from hive_init import exits, redact
 from hive_init.config import ConfigError, loads
-from hive_init.convert import _toml
+from hive_init.config.fields import parse_signal, parse_size
+from hive_init.config.loader import valid_program_name
+from hive_init.config.model import InitSpec
+from hive_init.convert import _toml, heuristics
 from hive_init.convert._ini import Document, IniError, Option, Section
 
 MAX_PROCESSES = 1000  # numprocs beyond this is a typo, not a plan: refuse rather than write it out
@@ -95,6 +98,8 @@ class _Program:
     priority: int | None = None
     argv: list[str] = field(default_factory=list)  # for the dependency hints (placeholders shown)
     command_text: str = ""
+    supervisord_name: str = ""  # the NAME of [program:NAME]
+    stop_timeout: float = 10.0  # supervisord's stopwaitsecs (default 10), for the shutdown_timeout
 
     def effective_priority(self) -> int:
         return 999 if self.priority is None else self.priority  # supervisord's default
@@ -105,18 +110,23 @@ class Result:
     text: str
     notes: list[Note]
     files: list[str]
+    private: bool = False  # a source file was not world-readable: the output is written 0600
 
     @property
     def incomplete(self) -> bool:
         return any(n.kind == "report" for n in self.notes)
 
 
-def command(source: str, output: str | None) -> int:
+def command(source: str, output: str | None, root: str | None = None, sets: list[str] | None = None,
+            strict: bool = False) -> int:
     """Convert; write TOML to `output` (or stdout when None); report each item without an equivalent
-    on stderr as one line `FILE:LINE: [section] key: not converted: reason`. Returns the exit status."""
+    on stderr as one line `FILE:LINE: [section] key: not converted: reason`. Returns the exit status:
+    0 (also when only what means nothing in hive-init was left out: said in the output's header),
+    CONVERT_INCOMPLETE for a real loss, or for a warning with `strict`."""
     try:
-        result = convert(source)
-        _write(output, result.text, result.files)  # first: if it fails, its error is the one line
+        result = convert(source, root=root, sets=_sets(sets or []))
+        private = result.private or bool(redact.Redactor()(result.text) != result.text)
+        _write(output, result.text, result.files, private)  # first: if it fails, its error is the one line
         for note in result.notes:
             print(note, file=sys.stderr)
     except ConvertError as e:
@@ -126,15 +136,28 @@ def command(source: str, output: str | None) -> int:
         print(_one_line(f"hive-init convert: internal error: {type(e).__name__}: {e} (please report it)"),
               file=sys.stderr)
         return exits.SOFTWARE
-    return exits.CONVERT_INCOMPLETE if result.incomplete else exits.OK
+    if result.incomplete or (strict and any(n.kind == "warning" for n in result.notes)):
+        return exits.CONVERT_INCOMPLETE
+    return exits.OK
 
 
-def convert(source: str) -> Result:
+def _sets(items: list[str]) -> dict[str, str]:
+    """--set NAME=VALUE: the environment the converted container will have, for what must be known now."""
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not (name.replace("_", "").isalnum() and not name[0].isdigit()):
+            raise ConvertError(exits.USAGE, "--set", f"{item!r}: expected NAME=VALUE")
+        values[name] = value
+    return values
+
+
+def convert(source: str, root: str | None = None, sets: Mapping[str, str] | None = None) -> Result:
     """The converted text and what to tell about it; ConvertError when there is nothing to write."""
-    return _Converter(source).run()
+    return _Converter(source, root, dict(sets or {})).run()
 
 
-def _write(output: str | None, text: str, inputs: list[str]) -> None:
+def _write(output: str | None, text: str, inputs: list[str], private: bool = False) -> None:
     if output is None or output == "-":
         try:
             sys.stdout.write(text)
@@ -158,7 +181,9 @@ def _write(output: str | None, text: str, inputs: list[str]) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(temp, 0o644)
+        # 0600 when it holds a secret or came from a file others could not read (mkstemp's own mode)
+        if not private:
+            os.chmod(temp, 0o644)
         os.replace(temp, target)
     except BaseException as e:
         try:
@@ -193,6 +218,14 @@ class _Refs:
     def has(self, text: str) -> bool:
         return bool(self.pattern.search(text))
 
+    def names_in(self, text: str) -> list[str]:
+        return [self.names[int(m.group(1))] for m in self.pattern.finditer(text)]
+
+    def whole(self, word: str) -> str | None:
+        """The variable when `word` is nothing but one reference."""
+        m = self.pattern.fullmatch(word)
+        return self.names[int(m.group(1))] if m else None
+
     def finish(self, text: str) -> str:
         return self.pattern.sub(lambda m: "${" + self.names[int(m.group(1))] + "}", text.replace("$", "$$"))
 
@@ -208,8 +241,12 @@ _FORMAT = re.compile(
 
 
 class _Converter:
-    def __init__(self, source: str):
+    def __init__(self, source: str, root: str | None = None, sets: dict[str, str] | None = None):
         self.source = source
+        self.root = root  # an image's file tree: absolute paths in [include] are read inside it
+        self.sets = sets or {}  # --set NAME=VALUE: the container's environment, where it must be known now
+        self.private = False
+        self.critical: dict[str, str] = {}  # supervisord program name -> why hive-init's critical = true
         self.doc = Document()
         self.files: list[str] = []
         self.notes: list[Note] = []
@@ -221,6 +258,9 @@ class _Converter:
         self.default_user: tuple[str, Option] | None = None
         self.group_of: dict[str, str] = {}
         self.warned_resolved: set[tuple[str, str]] = set()
+        self.ignored: list[str] = []  # what means nothing in hive-init: the header says so
+        self.group_priority: dict[str, int] = {}
+        self.whole_group_kill: dict[str, None] = {}  # programs that kill_group = true signals differently
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -235,6 +275,7 @@ class _Converter:
                                "no [program:NAME] section to convert: hive-init needs at least one program")
         self._name_programs()
         self._suggest_dependencies()
+        self._shutdown_timeout()
         out = self._render(validation=False)
         try:
             tomllib.loads(out)
@@ -245,7 +286,7 @@ class _Converter:
         except ConfigError as e:
             raise ConvertError(exits.CONFIG, self.source,
                                f"the converted configuration would not validate: {e.message}") from None
-        return Result(out, self._sorted_notes(), self.files)
+        return Result(out, self._sorted_notes(), self.files, self.private)
 
     def _sorted_notes(self) -> list[Note]:
         """One note per item (numprocs repeats them), in the order of the files and lines."""
@@ -259,6 +300,8 @@ class _Converter:
         where = f"{included_from[0]}:{included_from[1]}: [include] files: {path}" if included_from else path
         try:
             with open(path, "rb") as f:
+                if not os.fstat(f.fileno()).st_mode & 0o004:
+                    self.private = True
                 data = f.read()
         except (OSError, ValueError) as e:
             reason = getattr(e, "strerror", None) or str(e)
@@ -286,11 +329,12 @@ class _Converter:
             raise ConvertError(exits.CONFIG, f"{section.file}:{section.line}",
                                "[include] has no files = setting (supervisord refuses this too)")
         names = {"here": _here(opt.file), "host_node_name": platform.node()}
-        files = self._expand(opt, "include", "files", names, env=os.environ, resolve=True)
+        files = self._expand(opt, "include", "files", names, env={**os.environ, **self.sets}, resolve=True)
         base = os.path.dirname(self.source)
-        self.header_notes.append(f"[include] files = {' '.join(files.split())}")
+        self.header_notes.append(f"[include] files = {' '.join(files.split())}"
+                                 + (f" (absolute paths read inside {self.root})" if self.root else ""))
         for pattern in files.split():
-            full = os.path.join(base, pattern)
+            full = self._inside_root(pattern) if os.path.isabs(pattern) else os.path.join(base, pattern)
             matches = sorted(glob.glob(full))
             if not matches:
                 if glob.has_magic(pattern):
@@ -307,9 +351,14 @@ class _Converter:
                                "an [include] inside an included file is ignored (by supervisord too)")
                     sect.options["files"] = opt
 
+    def _inside_root(self, path: str) -> str:
+        """An absolute path of the image, as found here: under --root when given."""
+        return os.path.join(self.root, path.lstrip("/")) if self.root else path
+
     # -- sections --------------------------------------------------------------------------
 
     def _convert_sections(self) -> None:
+        listeners: list[Section] = []
         if "supervisord" in self.doc.sections:
             self._supervisord(self.doc.sections["supervisord"])
         for section in self.doc.sections.values():
@@ -325,20 +374,85 @@ class _Converter:
             elif name == "supervisorctl" or name.startswith("ctlplugin:"):
                 self.header_notes.append(f"[{_one_line(name)}]: not needed (hive-init has its own commands)")
             elif name in ("unix_http_server", "inet_http_server"):
-                self._report_section(section, "hive-init has its own control socket and HTTP endpoint "
-                                              "([init] control_socket and http)")
+                self._ignore(f"[{name}]: hive-init has its own control socket and HTTP endpoint "
+                             "([init] control_socket and http)")
             elif kind == "rpcinterface":
-                self._report_section(section, "supervisord's XML-RPC interface has no equivalent: hive-init "
-                                              "has its own control socket and HTTP endpoint")
+                factory = self.doc.get(name, "supervisor.rpcinterface_factory")
+                if factory is not None and factory.value.strip() == "supervisor.rpcinterface:make_main_rpcinterface":
+                    self._ignore(f"[{name}]: supervisord's own XML-RPC interface; `supervisorctl` "
+                                 "works with hive-init through its control socket")
+                else:
+                    self._report_section(section, "an XML-RPC plugin of supervisord has no equivalent in hive-init")
             elif kind == "eventlistener":
-                self._report_section(section, "hive-init has no event listeners (for health checks it has "
-                                              "readiness and liveness probes)")
+                listeners.append(section)
             elif kind == "fcgi-program":
                 self._report_section(section, "hive-init has no FastCGI socket manager: run the program "
                                               "with its own socket as a [program:x]")
             else:
                 self._warn(Option("", section.file, section.line), name, None,
                            "not a supervisord section (supervisord ignores it too)")
+        for section in listeners:
+            self._listener(section)
+        if self.whole_group_kill:
+            self._ignore(f"stopasgroup/killasgroup unset ({', '.join(self.whole_group_kill)}): supervisord signalled "
+                         "only the main process; hive-init signals the program's whole process group (kill_group = "
+                         "true), which also ends what it leaves behind; write kill_group = false for supervisord's way")
+        self._ignore("supervisord set SUPERVISOR_ENABLED, SUPERVISOR_PROCESS_NAME and SUPERVISOR_GROUP_NAME for its "
+                     "programs; hive-init sets HIVE_INIT_SOCKET (add them to environment if a script checks them)")
+        for prog in self.programs:
+            why = self.critical.get(prog.supervisord_name)
+            if why:
+                prog.fields.append(("critical", True, why))
+
+    def _ignore(self, text: str) -> None:
+        """Something that means nothing in hive-init: said in the output's header, not a loss."""
+        self.ignored.append(text)
+
+    def _listener(self, section: Section) -> None:
+        """supervisor_stdout: nothing to do. A listener that stops supervisord when a program exits
+        or goes FATAL (the supervisord idiom for "the container ends when this dies"): hive-init's
+        critical = true on the programs it watches. Any other listener: a real loss."""
+        name = section.name
+        opt = self.doc.get(name, "command")
+        names = {"here": _here(section.file), "host_node_name": platform.node(),
+                 "program_name": name.split(":", 1)[1], "group_name": name.split(":", 1)[1],
+                 "process_num": 0, "numprocs": 1}
+        text = self.refs.show(self._expand(opt, name, "command", names, env=self.supervisord_env)) if opt else ""
+        events_opt = self.doc.get(name, "events")
+        events = [e.strip() for e in (events_opt.value if events_opt else "").split(",") if e.strip()]
+        if re.search(r"(^|[/\s])supervisor_stdout\b", text):
+            self._ignore(f"[{name}]: supervisor_stdout: nothing to do, hive-init copies every program's output "
+                         "to its own stdout")
+            return
+        script = text + "\n" + self._scripts_of(text)
+        if heuristics.watches_exits(events) and heuristics.stops_supervisord(script):
+            programs = sorted({p.supervisord_name for p in self.programs})
+            named = [p for p in programs if re.search(rf"(?<![\w/.-]){re.escape(p)}(?![\w/-])", script)]
+            watched = named or programs
+            why = f"[{name}] stopped supervisord on {', '.join(e for e in events if e.startswith('PROCESS_STATE'))}"
+            for program in watched:
+                self.critical.setdefault(program, why)
+            self._ignore(f"[{name}]: it stopped supervisord when a program ended: converted to critical = true on "
+                         f"{', '.join(watched)}" + ("" if named else " (it named none: all programs)"))
+            return
+        self._report_section(section, "hive-init has no event listeners (for health checks it has readiness and "
+                                      "liveness probes; for \"stop the container when this ends\", critical = true)")
+
+    def _scripts_of(self, command: str) -> str:
+        """The text of the scripts a command runs (absolute paths, inside --root), for the heuristics."""
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = command.split()
+        texts = []
+        for word in words:
+            if word.startswith("/"):
+                try:
+                    with open(self._inside_root(word), "rb") as f:
+                        texts.append(f.read(64 * 1024).decode("utf-8", "replace"))
+                except OSError:
+                    pass
+        return "\n".join(texts)
 
     def _report_section(self, section: Section, reason: str) -> None:
         self.notes.append(Note("report", section.file, section.line, section.name, None, reason))
@@ -407,11 +521,18 @@ class _Converter:
                 raise self._error(opt, section.name, "programs", f"names an unknown program {member!r} "
                                                                  "(supervisord refuses this too)")
             self.group_of.setdefault(member, group)
+        priority_opt = section.options.get("priority")
+        priority = 999  # supervisord's default group priority
+        if priority_opt is not None:
+            names = {"here": _here(priority_opt.file), "host_node_name": platform.node()}
+            value = self._integer(priority_opt, section.name, "priority",
+                                  self._expand(priority_opt, section.name, "priority", names, env=self.supervisord_env))
+            priority = 999 if value is None else value
+        for member in members:
+            self.group_priority.setdefault(member, priority)
         listed = ", ".join(members) if members else "none"
-        reason = f"hive-init has no groups: its programs ({listed}) are converted one by one"
-        if "priority" in section.options:
-            reason += f"; the group's priority={section.options['priority'].value} is not applied"
-        self._report_section(section, reason)
+        self._ignore(f"[{section.name}]: hive-init has no groups: its programs ({listed}) are converted one by "
+                     f"one, with the group's priority ({priority}), which is what orders them in supervisord")
 
     # -- programs --------------------------------------------------------------------------
 
@@ -432,9 +553,15 @@ class _Converter:
             names["here"] = _here(opt.file)
             return self._expand(opt, sname, key, names, env), opt
 
-        numprocs_text, numprocs_opt = raw("numprocs", self.supervisord_env)
+        # how many processes must be known now: from --set, else convert's own environment
+        known = {**os.environ, **self.sets, **self.supervisord_env}
+        numprocs_text, numprocs_opt = raw("numprocs", known)
         numprocs = self._integer(numprocs_opt, sname, "numprocs", numprocs_text, literal=True) if numprocs_opt else 1
-        start_text, start_opt = raw("numprocs_start", self.supervisord_env)
+        if numprocs_opt is not None and "%(ENV_" in numprocs_opt.value:
+            self._ignore(f"[{sname}] numprocs = {numprocs_opt.value.strip()}: {numprocs} processes, from "
+                         + ("--set" if any(f"ENV_{k})" in numprocs_opt.value for k in self.sets) else "the environment")
+                         + " at conversion")
+        start_text, start_opt = raw("numprocs_start", known)
         start = self._integer(start_opt, sname, "numprocs_start", start_text, literal=True) if start_opt else 0
         assert numprocs is not None and start is not None
         name_opt = self.doc.get(sname, "process_name")
@@ -465,7 +592,8 @@ class _Converter:
             pname = _checked_name(pname, section, name_opt)
         else:
             pname = names["program_name"]
-        prog = _Program(name=pname, source=sname, origin=f"{section.file}:{section.line}")
+        prog = _Program(name=pname, source=sname, origin=f"{section.file}:{section.line}",
+                        supervisord_name=names["program_name"])
         if numprocs > 1:
             prog.notes.append(f"process {names['process_num']} of numprocs={numprocs}")
 
@@ -494,6 +622,13 @@ class _Converter:
         text, opt = get("priority")
         if opt is not None:
             prog.priority = self._integer(opt, sname, "priority", text)
+        group_priority = self.group_priority.get(names["program_name"])
+        if group_priority is not None:
+            # supervisord orders groups by the group's priority; a program's own only orders it inside
+            if prog.priority is not None and prog.priority != group_priority:
+                prog.notes.append(f"priority={prog.priority} ordered it inside [group:{names['group_name']}] only: "
+                                  f"the group's priority {group_priority} is what orders it against the others")
+            prog.priority = group_priority
         text, opt = get("autostart")
         if opt is not None:
             value = self._boolean(opt, sname, "autostart", text)
@@ -541,13 +676,27 @@ class _Converter:
         if not text.strip():
             raise self._error(opt, sname, "command", "is empty")
         prog.command_text = self.refs.show(text)
-        try:
-            argv = shlex.split(text)
-        except ValueError as e:
-            raise self._error(opt, sname, "command", f"cannot be split into arguments: {e}") from None
+        argv = self._split(opt, sname, text)
+        # supervisord expands %(ENV_X)s before its shlex split: unquoted and alone, the value is split at
+        # spaces and an empty one is no argument at all. Known values (--set) are read the same way.
+        for name in dict.fromkeys(n for a in argv if (n := self.refs.whole(a))):
+            token = self.refs.token(name)
+            if len(self._split(opt, sname, text.replace(token, "a b"))) <= len(argv):
+                continue  # quoted: one argument, as hive-init passes ${X}
+            if name in self.sets:
+                text = text.replace(token, self.sets[name])
+                argv = self._split(opt, sname, text)
+                self._ignore(f"[{sname}] command: %(ENV_{name})s read as supervisord does, with --set {name}")
+            else:
+                self._warn(opt, sname, "command", f"%(ENV_{name})s is a whole argument: supervisord splits its value "
+                                                  "at spaces and drops an empty one, hive-init passes ${" + name + "} as "
+                                                  f"one argument (give --set {name}=VALUE to read it as supervisord does)")
         if not argv or not argv[0]:
             raise self._error(opt, sname, "command", "names no program to run")
-        reasons = _shell_syntax(text)
+        if heuristics.stops_supervisord(prog.command_text):
+            self.critical.setdefault(prog.supervisord_name, "its command stopped supervisord when it ended")
+            self._ignore(f"[{sname}] command: stops supervisord: converted to critical = true")
+        reasons = [] if heuristics.is_shell_script(argv) else heuristics.shell_syntax(text)
         if reasons:
             line = " ".join(part.strip() for part in text.split("\n") if part.strip())
             prog.fields.append(("command", self.refs.finish(line), None))
@@ -560,6 +709,13 @@ class _Converter:
             return
         prog.argv = [self.refs.show(a) for a in argv]
         prog.fields.append(("command", [self.refs.finish(a) for a in argv], None))
+
+    def _split(self, opt: Option, sname: str, text: str) -> list[str]:
+        """supervisord's own split of a command (process.py: shlex.split)."""
+        try:
+            return shlex.split(text)
+        except ValueError as e:
+            raise self._error(opt, sname, "command", f"cannot be split into arguments: {e}") from None
 
     def _user(self, prog: _Program, user: str, opt: Option, section: str, comment: str | None = None) -> None:
         if not user:
@@ -615,18 +771,29 @@ class _Converter:
             prog.fields.append(("exit_codes", codes, None))
         elif value == "unexpected" and codes_opt is None:
             prog.fields.append(("exit_codes", [0], "supervisord's default exitcodes=0"))
+        # supervisord's restart budget: failed starts only (runs shorter than startsecs), never a
+        # crash-loop window; a run that outlived startsecs is restarted at once (backoff reset)
         text, opt = get("startsecs")
+        secs: int | None = 1
         if opt is not None:
-            prog.notes.append(f"startsecs={self.refs.show(text or '')}: no direct equivalent, hive-init's restart "
-                              "backoff covers programs that fail right away (backoff.reset_after is the "
-                              "time a program must stay up to count as started again)")
+            secs = self._integer(opt, sname, "startsecs", text)
+            if secs is not None and secs < 0:
+                raise self._error(opt, sname, "startsecs", f"{secs} is negative (supervisord refuses this too)")
+        if secs is not None:
+            prog.fields.append(("start_seconds", f"{secs}s", f"startsecs={secs}" if opt else "supervisord's default startsecs=1"))
         text, opt = get("startretries")
+        retries: int | None = 3
         if opt is not None:
             retries = self._integer(opt, sname, "startretries", text)
             if retries is not None and retries < 0:
-                self._report(opt, sname, "startretries", f"{retries} is negative")
-            elif retries is not None:
-                prog.fields.append(("max_restarts", retries, f"startretries={retries}"))
+                raise self._error(opt, sname, "startretries", f"{retries} is negative (supervisord refuses this too)")
+        if retries is not None:
+            prog.fields.append(("start_retries", retries, f"startretries={retries}" if opt else
+                                "supervisord's default startretries=3"))
+        prog.fields.append(("max_restarts", -1, "supervisord never gives up on a program that started"))
+        if secs is not None:
+            prog.fields.append(("backoff", {"reset_after": f"{secs}s"}, "after a run longer than startsecs: "
+                                "restarted at once, as by supervisord"))
 
     def _stopping(self, prog: _Program, get: Any, sname: str) -> None:
         text, opt = get("stopsignal")
@@ -642,6 +809,7 @@ class _Converter:
                 self._report(opt, sname, "stopwaitsecs", f"{secs} is negative")
             elif secs is not None:
                 prog.fields.append(("stop_timeout", f"{secs}s", f"stopwaitsecs={secs}"))
+                prog.stop_timeout = float(secs)
         flags: dict[str, bool | None] = {}
         where: dict[str, Option] = {}
         for key in ("stopasgroup", "killasgroup"):
@@ -662,6 +830,8 @@ class _Converter:
         elif "killasgroup" in flags or "stopasgroup" in flags:
             if kill_group is False:
                 prog.fields.append(("kill_group", False, "stopasgroup/killasgroup=false"))
+        else:
+            self.whole_group_kill.setdefault(prog.supervisord_name, None)
 
     def _logs(self, prog: _Program, get: Any, sname: str) -> None:
         redirect_text, redirect_opt = get("redirect_stderr")
@@ -690,10 +860,12 @@ class _Converter:
                 self._report(opt, sname, f"{ch}_syslog", "hive-init does not log to syslog: the output goes to its stdout")
             text, opt = get(f"{ch}_capture_maxbytes")
             if opt is not None and text is not None and (self._size(opt, sname, f"{ch}_capture_maxbytes", text) or 0) > 0:
-                self._report(opt, sname, f"{ch}_capture_maxbytes", "process communication events have no equivalent")
+                self._ignore(f"[{sname}] {ch}_capture_maxbytes: process communication events are for listeners, "
+                             "which hive-init does not need")
             text, opt = get(f"{ch}_events_enabled")
             if opt is not None and self._boolean(opt, sname, f"{ch}_events_enabled", text):
-                self._report(opt, sname, f"{ch}_events_enabled", "process log events have no equivalent")
+                self._ignore(f"[{sname}] {ch}_events_enabled: log events are for listeners (supervisor_stdout): "
+                             "hive-init copies every program's output to its stdout")
         if not files:
             return
         channel = "stdout" if "stdout" in files else "stderr"
@@ -743,7 +915,9 @@ class _Converter:
     def _integer(self, opt: Option | None, section: str, key: str, text: str | None, literal: bool = False) -> int | None:
         assert opt is not None and text is not None
         if literal and self.refs.has(text):
-            raise self._error(opt, section, key, f"{self.refs.show(text)!r}: must be known when converting")
+            names = ", ".join(f"{n}=VALUE" for n in self.refs.names_in(text))
+            raise self._error(opt, section, key, f"{self.refs.show(text)!r}: must be known when converting "
+                                                 f"(set it in the environment, or give --set {names})")
         value = self._literal(opt, section, key, text)
         if value is None:
             return None
@@ -764,34 +938,25 @@ class _Converter:
         raise self._error(opt, section, key, f"{value!r} is not a boolean (true/false, yes/no, on/off, 1/0)")
 
     def _size(self, opt: Option, section: str, key: str, text: str | None) -> int | None:
+        """supervisord's byte_size (digits, then KB, MB or GB), read by hive-init's own parse_size."""
         value = self._literal(opt, section, key, text)
         if value is None:
             return None
-        lowered = value.lower()
-        try:
-            for suffix, factor in (("kb", 1024), ("mb", 1024**2), ("gb", 1024**3)):
-                if lowered.endswith(suffix):
-                    return int(lowered[:-2]) * factor
-            return int(lowered)
-        except ValueError:
-            raise self._error(opt, section, key, f"{value!r} is not a size like 50MB") from None
+        if not re.fullmatch(r"\s*\d+\s*(?:[kKmMgG][bB])?\s*", value):
+            raise self._error(opt, section, key, f"{value!r} is not a size like 50MB")
+        return parse_size(value)
 
     def _signal(self, opt: Option, section: str, text: str) -> str | int:
-        value = text.strip()
+        """supervisord's signal_number (a name with or without SIG, or a number), by hive-init's parse_signal;
+        written as a name where there is one."""
         try:
-            number = int(value)
+            number = parse_signal(text.strip())
         except ValueError:
-            name = value.upper()
-            name = name if name.startswith("SIG") else "SIG" + name
-            if name in signal.Signals.__members__:
-                return name[3:]
-            raise self._error(opt, section, "stopsignal", f"{text!r} is not a signal name") from None
-        if number in signal.valid_signals():
-            try:
-                return signal.Signals(number).name[3:]
-            except ValueError:
-                return number
-        raise self._error(opt, section, "stopsignal", f"{text!r} is not a signal number")
+            raise self._error(opt, section, "stopsignal", f"{text!r} is not a signal name or number") from None
+        try:
+            return signal.Signals(number).name[3:]
+        except ValueError:
+            return number
 
     def _expand(self, opt: Option, section: str, key: str, names: Mapping[str, Any], env: Mapping[str, str],
                 resolve: bool = False) -> str:
@@ -864,7 +1029,7 @@ class _Converter:
             text = prog.command_text
             targets: list[_Program] = []
             why = ""
-            for service, tool, waits, looks_like in _SERVICES:
+            for service, tool, waits, looks_like in heuristics.SERVICES:
                 if waits.search(text):
                     targets = [p for p in self.programs if p is not prog and p.source != prog.source
                                and (looks_like.search(p.name) or (p.argv and looks_like.search(os.path.basename(p.argv[0]))))]
@@ -872,7 +1037,7 @@ class _Converter:
                     if targets:
                         self._readiness_hint(targets[0], text, service)
                     break
-            if not targets and _GENERIC_WAIT.search(text):
+            if not targets and heuristics.GENERIC_WAIT.search(text):
                 earlier = [p.effective_priority() for p in self.programs if p.effective_priority() < prog.effective_priority()]
                 if earlier:
                     top = max(earlier)
@@ -882,6 +1047,28 @@ class _Converter:
                 deps = _toml.value([p.name for p in targets])
                 prog.suggestions.append(f"depends_on = {deps}  # suggested: {why}")
                 self.header_notes.append(f"suggested for {prog.name}: depends_on = {deps} ({why})")
+
+    def _shutdown_timeout(self) -> None:
+        """supervisord has no overall stop deadline: each level may take its stopwaitsecs. hive-init
+        has one: make it fit the longest chain of stop timeouts (reverse priority, a level at a time)."""
+        from types import SimpleNamespace
+
+        from hive_init.config.graph import stop_chains
+
+        nodes = {p.name: SimpleNamespace(name=p.name, priority=p.effective_priority(), depends_on=())
+                 for p in self.programs}
+        timeouts = {p.name: p.stop_timeout for p in self.programs}
+        chain = max(stop_chains(nodes, timeouts).values(), key=lambda c: sum(timeouts[n] for n in c))
+        total = sum(timeouts[n] for n in chain)
+        default = InitSpec().shutdown_timeout
+        if total <= default:
+            return
+        timeout = int(-(-total // 1)) + 5
+        steps = " -> ".join(f"{n} {timeouts[n]:g}s" for n in chain)
+        self.init_fields.append(("shutdown_timeout", f"{timeout}s", f"the longest stop chain ({steps}) and 5s"))
+        self._ignore(f"[init] shutdown_timeout = \"{timeout}s\": the longest stop chain ({steps} = {total:g}s) fits; "
+                     f"the container's stop grace must be longer (docker stop -t {timeout + 5}, "
+                     f"stop_grace_period: {timeout + 5}s, terminationGracePeriodSeconds: {timeout + 5})")
 
     def _readiness_hint(self, target: _Program, text: str, service: str) -> None:
         if service != "PostgreSQL" or any(s.startswith("readiness") for s in target.suggestions):
@@ -903,19 +1090,23 @@ class _Converter:
                  "#",
                  _toml.comment("Start order: supervisord starts programs by priority (lower first) but never waits "
                                "for one to be up;"),
-                 _toml.comment("hive-init keeps `priority` with the same meaning and can also wait: with "
-                               "`depends_on = [\"db\"]` a program"),
+                 _toml.comment("hive-init keeps `priority` with the same meaning (and stops in reverse priority, a "
+                               "level at a time), and can also wait: with `depends_on = [\"db\"]` a program"),
                  _toml.comment("starts once db is ready. Where a priority (or a wait loop in a command, such as "
                                "`until pg_isready ...`)"),
                  _toml.comment("was meant as a dependency, say so with depends_on (and give the dependency a "
                                "readiness probe)."),
                  ]
-        if any(_SERVICES[0][3].search(p.name) for p in self.programs):
+        if any(heuristics.SERVICES[0][3].search(p.name) for p in self.programs):
             lines.append(_toml.comment("hive-init can also run PostgreSQL itself: kind = \"postgres\" "
                                        "(initdb, settings, readiness; see the README)."))
         if self.header_notes:
             lines.append("#")
             lines.extend(_toml.comment(n) for n in dict.fromkeys(self.header_notes))
+        if self.ignored:
+            lines.append("#")
+            lines.append(_toml.comment("Left out or done otherwise, as nothing more is needed in hive-init:"))
+            lines.extend(_toml.comment(f"  {n}") for n in dict.fromkeys(self.ignored))
         reports = [n for n in self._sorted_notes() if n.kind == "report"]
         if reports:
             lines.append("#")
@@ -951,73 +1142,6 @@ def _field(key: str, value: Any, comment: str | None) -> str:
     return f"{line}  {_toml.comment(comment)}" if comment else line
 
 
-# (service, the tool a wait loop uses, how the loop shows, how the service's program looks)
-_SERVICES = [
-    ("PostgreSQL", "pg_isready", re.compile(r"\bpg_isready\b"), re.compile(r"postgres|postmaster|pg_ctl|pgsql", re.I)),
-    ("Redis", "redis-cli ping", re.compile(r"\bredis-cli\b[^;&|]*\bping\b"), re.compile(r"redis", re.I)),
-    ("MySQL", "mysqladmin ping", re.compile(r"\bmysqladmin\b[^;&|]*\bping\b"), re.compile(r"mysql|mariadb", re.I)),
-]
-_GENERIC_WAIT = re.compile(r"\buntil\b|\bwhile\b|wait-for|\bdockerize\b.*-wait|\bnc\s+-z")
-
-
-def _shell_syntax(text: str) -> list[str]:
-    """What in an (unsplit) supervisord command only means something to a shell: unquoted, or
-    inside double quotes for `$` and backquotes. Quoting follows shlex's POSIX rules."""
-    found: dict[str, None] = {}
-    if re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*=", text):
-        found["a VAR=value prefix"] = None
-    quote: str | None = None
-    word_start = True
-    i = 0
-    while i < len(text):
-        c = text[i]
-        nxt = text[i + 1] if i + 1 < len(text) else ""
-        if quote == "'":
-            if c == "'":
-                quote = None
-        elif quote == '"':
-            if c == "\\" and nxt in '"\\':
-                i += 1
-            elif c == '"':
-                quote = None
-            elif c == "$" and (nxt.isalnum() or nxt in "_{(?#@*!$-"):
-                found["$ expansions"] = None
-            elif c == "`":
-                found["`command substitution`"] = None
-        else:
-            starts = word_start
-            word_start = c in " \t\r\n"
-            if c == "\\":
-                i += 2
-                continue
-            if c in "'\"":
-                quote = c
-            elif c == "|":
-                found["||" if nxt == "|" else "a pipe"] = None
-                i += nxt == "|"
-            elif c == "&" and nxt == "&":
-                found["&&"] = None
-                i += 1
-            elif c == "&" and text[i - 1:i] not in ("<", ">"):
-                found["& (background)"] = None
-            elif c == ";":
-                found["';'"] = None
-            elif c in "<>":
-                found["a redirection"] = None
-            elif c in "*?[":
-                found["a glob"] = None
-            elif c == "$" and (nxt.isalnum() or nxt in "_{(?#@*!$-"):
-                found["$ expansions"] = None
-            elif c == "`":
-                found["`command substitution`"] = None
-            elif c in "()":
-                found["( )"] = None
-            elif c == "~" and starts:
-                found["~"] = None
-        i += 1
-    return list(found)
-
-
 def _checked_name(name: str, section: Section, opt: Option | None) -> str:
     """supervisord's own rule for program and group names."""
     name = name.strip()
@@ -1029,9 +1153,7 @@ def _checked_name(name: str, section: Section, opt: Option | None) -> str:
     return name
 
 
-def _valid_name(name: str) -> bool:
-    """hive-init's rule (hive_init.config.loader)."""
-    return name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+_valid_name = valid_program_name
 
 
 def _here(path: str) -> str:

@@ -134,17 +134,17 @@ class Supervisor:
         self.board.changed()
 
     async def _stop_all(self) -> None:
-        """Dependents before their dependencies, independent programs at the same time."""
+        """Reverse priority a level at a time, dependents before their dependencies (graph.stop_waits),
+        programs with nothing to wait for at the same time."""
+        from hive_init.config.graph import stop_waits
+
         deadline = self.config.init.shutdown_timeout
         done = {name: anyio.Event() for name in self.programs}
-        dependents: dict[str, list[str]] = {name: [] for name in self.programs}
-        for name, program in self.programs.items():
-            for dep, _ in program.spec.depends_on:
-                dependents[dep].append(name)
+        waits = stop_waits({name: program.spec for name, program in self.programs.items()})
 
         async def stop(name: str) -> None:
-            for dependent in dependents[name]:
-                await done[dependent].wait()
+            for other in waits[name]:
+                await done[other].wait()
             await self.programs[name].stop()
             done[name].set()
 
