@@ -23,6 +23,7 @@ import pytest
 from hive_init.containers import ports
 from hive_init.containers.state import parse_inspect, parse_time
 from tests.containers.conftest import (REPO, capture, hive_containers, image_tags, prune_test_images)
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.image
 
@@ -76,17 +77,6 @@ def container_id(podman, project: str) -> str:
     return ids[0]
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
-
-
 def test_genie_up_status_unhealthy_down(podman, setup):
     env, project, password = setup["env"], setup["project"], setup["password"]
     secrets_ = (password,)
@@ -134,8 +124,8 @@ def test_genie_up_status_unhealthy_down(podman, setup):
     # probe (every 5 s, 3 failures) is what turns the container unhealthy
     health_inside = podman("exec", ctr, "hive-init", "health", check=False)
     print("hive-init health right after the stop:", health_inside.returncode, health_inside.stdout.strip())
-    wait_for(lambda: podman("exec", ctr, "hive-init", "health", check=False).returncode == 1, 40,
-             what="hive-init health says unhealthy")
+    wait_until(lambda: podman("exec", ctr, "hive-init", "health", check=False).returncode == 1, 40,
+               what="hive-init health says unhealthy", interval=0.5)
     note("postgres stopped → hive-init health unhealthy", time.monotonic() - t0)
     readyz = podman("exec", ctr, "python3", "-c", READYZ, check=False).stdout.strip()
     print("/readyz:", readyz)
@@ -156,7 +146,7 @@ def test_genie_up_status_unhealthy_down(podman, setup):
     wait = 61 - (datetime.now(timezone.utc) - started).total_seconds()
     if wait > 0:
         print(f"waiting {wait:.0f}s for the end of the health check's start period")
-        time.sleep(wait)
+        time.sleep(wait)  # not synchronisation: the engine's start period is 60 s of wall time
     codes = []
     for _ in range(5):
         codes.append(podman("healthcheck", "run", ctr, check=False).returncode)

