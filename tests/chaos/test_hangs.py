@@ -59,7 +59,7 @@ def test_a_sigstopped_program_is_caught_by_liveness_and_killed_and_restarted(sta
         script = tmp_path / "web.py"
         script.write_text(WEB)
         args, liveness = f'"{script}", "{port}"', f'http = "http://127.0.0.1:{port}/"'
-        passes = lambda: init.output("app").count("probed")  # noqa: E731
+        passes = lambda: init.output("app").count("probed")
     else:
         beat = tmp_path / "heartbeat"
         beat.touch()
@@ -67,7 +67,7 @@ def test_a_sigstopped_program_is_caught_by_liveness_and_killed_and_restarted(sta
         script = tmp_path / "worker.py"
         script.write_text(WORKER)
         args, liveness = f'"{script}", "{beat}"', f'exec = ["{sys.executable}", "-c", "{HEARTBEAT_FRESH}", "{beat}", "{passes_file}"]'
-        passes = lambda: len(passes_file.read_text()) if passes_file.exists() else 0  # noqa: E731
+        passes = lambda: len(passes_file.read_text()) if passes_file.exists() else 0
     init = start_init(f"""
         [programs.app]
         command = ["{sys.executable}", {args}]

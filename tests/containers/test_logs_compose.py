@@ -5,9 +5,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hive_init.containers import logs
-from hive_init.containers.compose import (
-    SERVICES, ComposeError, PortSpec, default_compose_dir, expand, load_service, parse_port, parse_yaml,
+from hive_containers import logs
+from hive_containers.compose import (
+    SERVICES,
+    ComposeError,
+    PortSpec,
+    default_compose_dir,
+    expand,
+    load_service,
+    parse_port,
+    parse_yaml,
     read_env_file,
 )
 from tests.containers.conftest import REPO, fixture

@@ -16,13 +16,13 @@ import os
 import re
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from hive_init.containers import ports
-from hive_init.containers.state import parse_inspect, parse_time
-from tests.containers.conftest import (REPO, capture, hive_containers, image_tags, prune_test_images)
+from hive_containers import ports
+from hive_containers.state import parse_inspect, parse_time
+from tests.containers.conftest import REPO, capture, hive_containers, image_tags, prune_test_images
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.image
@@ -143,7 +143,7 @@ def test_genie_up_status_unhealthy_down(podman, setup):
     # the engine's health: podman counts failures only after the 60 s start period, then
     # unhealthy at the 3rd failure in a row (retries=3); nothing schedules the checks here
     started = parse_time(json.loads(podman("inspect", ctr).stdout)[0]["State"]["StartedAt"])
-    wait = 61 - (datetime.now(timezone.utc) - started).total_seconds()
+    wait = 61 - (datetime.now(UTC) - started).total_seconds()
     if wait > 0:
         print(f"waiting {wait:.0f}s for the end of the health check's start period")
         time.sleep(wait)  # not synchronisation: the engine's start period is 60 s of wall time

@@ -15,7 +15,6 @@ import pytest
 from hive_init.config import loads
 from hive_init.config.model import ProgramSpec
 from hive_init.runtime.pid1 import become_subreaper, reaper
-
 from tests.helpers import free_port  # noqa: F401  (re-exported for the tests that import it from here)
 
 T = TypeVar("T")
