@@ -132,6 +132,9 @@ def test_the_real_services():
                          project_prefix="t-")
     assert (agent.project, agent.image, agent.base_image) == ("t-hive-agent", "localhost/a:1", "b:2")
     assert agent.ports == (PortSpec(38886, 38886),)
+    # the host port is overridable (the podman tests publish a free one)
+    moved = load_service(folder, SERVICES["genie"], env={"HIVE_GENIE_PORT": "51234"})
+    assert moved.ports == (PortSpec(51234, 48886),)
 
 
 def test_dotenv_next_to_the_compose_file(tmp_path: Path):
