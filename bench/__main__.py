@@ -23,8 +23,17 @@ from pathlib import Path
 
 from bench import report, scenarios
 from bench.common import (
+    BENCH,
+    GNU_TIME,
+    HIVE_INIT,
+    IS_ROOT,
+    PYCACHE,
+    SUPERVISORD,
+    UNSHARE,
     BenchError,
-    BENCH, GNU_TIME, HIVE_INIT, IS_ROOT, PYCACHE, SUPERVISORD, UNSHARE, dump_json, make_root, postgres_user,
+    dump_json,
+    make_root,
+    postgres_user,
     prepare_pycache,
 )
 from bench.sides import HIVE, SIDES, SUP
@@ -105,7 +114,7 @@ class Runner:
         for rep in range(reps):
             self.rep = rep
             for label, side in sides:
-                self.attempt(f"{name} {label} #{rep + 1}", lambda: run(side, rep))
+                self.attempt(f"{name} {label} #{rep + 1}", lambda side=side, rep=rep: run(side, rep))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = scenarios.Sizes(**{**sizes.__dict__, "orphans": args.orphans})
     only = set(args.only) or {"basic", "probed", "pg", "orphans", "imports"}
     started = time.monotonic()
-    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     info = machine()
     root = make_root()
     runner = Runner(sizes, args.verbose)

@@ -21,8 +21,25 @@ from dataclasses import dataclass
 
 from bench import loadgen
 from bench.common import (
-    IS_ROOT, PYTHON, ROOT, UNSHARE, BenchError, children, ctx_switches, free_port, http_status, proc_state, pss_kib,
-    read_stamps, rss_kib, run_measured, stamp_command, subdir, trap_sleeper, wait_for, wait_quiet,
+    IS_ROOT,
+    PYTHON,
+    ROOT,
+    UNSHARE,
+    BenchError,
+    children,
+    ctx_switches,
+    free_port,
+    http_status,
+    proc_state,
+    pss_kib,
+    read_stamps,
+    rss_kib,
+    run_measured,
+    stamp_command,
+    subdir,
+    trap_sleeper,
+    wait_for,
+    wait_quiet,
 )
 from bench.sides import HIVE, Program, RunningInit
 
@@ -98,7 +115,7 @@ def basic(side: str, sizes: Sizes, root: str, rec: Rec) -> None:
             victim = before[-1][0]
             t_kill = time.time()
             os.kill(victim, signal.SIGKILL)
-            after = wait_for(lambda: len(read_stamps(path)) > len(before) and read_stamps(path), 30, 0.001,
+            after = wait_for(lambda path=path, before=before: len(read_stamps(path)) > len(before) and read_stamps(path), 30, 0.001,
                              f"{name} to be restarted")
             rec(figure, side, after[len(before)][1] - t_kill)
             time.sleep(0.2)

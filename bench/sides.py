@@ -15,7 +15,15 @@ import time
 from dataclasses import dataclass, field
 
 from bench.common import (
-    HIVE_INIT, SUPERVISORCTL, SUPERVISORD, UNSHARE, BenchError, child_env, children, free_port, wait_for,
+    HIVE_INIT,
+    SUPERVISORCTL,
+    SUPERVISORD,
+    UNSHARE,
+    BenchError,
+    child_env,
+    children,
+    free_port,
+    wait_for,
 )
 
 HIVE = "hive-init"
@@ -171,7 +179,7 @@ class RunningInit:
                 raise BenchError("unshare is missing")
             argv = [UNSHARE, "--pid", "--fork", "--mount-proc", "--kill-child", *argv]
         self.log_path = os.path.join(directory, f"{side}.log")
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115  (the child's stdout for its whole life; closed in stop)
         env = child_env({"PYTHONUNBUFFERED": "1"})
         # the moment the init is exec'd: every "from start" figure counts from here
         self.t_start = time.time()

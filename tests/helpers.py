@@ -22,9 +22,37 @@ needs_root = pytest.mark.skipif(not ROOT, reason="needs root (PID namespaces, us
 
 
 def free_port() -> int:
+    """A TCP port free on loopback now (the kernel picks it): two runs on one machine never meet."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_suffix() -> str:
+    """A suffix for names on the machine (containers, networks, volumes, users) unique to this run."""
+    return f"{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20, what: str = "", interval: float = 0.05) -> Any:
+    """The one way tests wait for a condition they cannot be told about: poll `predicate` until it
+    returns something true (which is returned) or `timeout` seconds pass (AssertionError naming
+    `what`). The deadline is only a bound on waiting, never an assertion about speed: make it
+    generous. Where the code under test says when something happened (a log line, an Event),
+    wait for that instead (`Init.wait_for`, `wait_event`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def wait_event(event: threading.Event, timeout: float = 20, what: str = "") -> None:
+    """Wait for an Event a test's own thread sets, with a deadline."""
+    if not event.wait(timeout):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what or event}")
 
 
 class Init:
@@ -76,13 +104,9 @@ class Init:
         """The init's PID as seen from here (inside the namespace it is 1)."""
         if not self.pid1:
             return self.proc.pid
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            children = psutil.Process(self.proc.pid).children()
-            if children:
-                return children[0].pid
-            time.sleep(0.01)
-        raise AssertionError("the init never started inside its namespace")
+        children = wait_until(lambda: psutil.Process(self.proc.pid).children(), 10,
+                              "the init to start inside its namespace", interval=0.01)
+        return children[0].pid
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20, what: str = "") -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -127,9 +151,10 @@ class Init:
         return next(p for p in self.status()["programs"] if p["name"] == name)
 
     def wait_state(self, name: str, state: str, timeout: float = 20) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+
+        def reached() -> dict[str, Any] | bool:
+            nonlocal last
             if os.path.exists(self.socket):
                 try:
                     last = self.program(name)
@@ -137,10 +162,15 @@ class Init:
                         return last
                 except (AssertionError, ValueError, StopIteration):
                     pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{name} never reached {state} (last: {last}); log:\n" + "\n".join(self.raw[-30:]))
+            return self.proc.poll() is not None  # the init is gone: stop waiting
+
+        try:
+            found = wait_until(reached, timeout, f"{name} to reach {state}")
+        except AssertionError:
+            found = None
+        if not isinstance(found, dict):
+            raise AssertionError(f"{name} never reached {state} (last: {last}); log:\n" + "\n".join(self.raw[-30:]))
+        return found
 
     def signal(self, signum: int) -> None:
         os.kill(self.init_pid, signum)

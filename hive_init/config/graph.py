@@ -5,9 +5,13 @@ from typing import Protocol
 
 
 class _Node(Protocol):
-    name: str
-    priority: int
-    depends_on: tuple[tuple[str, str], ...]
+    """What the graph reads of a program (read-only, so a frozen ProgramSpec fits)."""
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def depends_on(self) -> tuple[tuple[str, str], ...]: ...
 
 
 def find_cycle(programs: Mapping[str, _Node]) -> list[str] | None:

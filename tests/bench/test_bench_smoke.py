@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.common import IS_ROOT, UNSHARE
 from bench.report import FIGURES
 from bench.sides import SIDES
@@ -15,6 +17,8 @@ from bench.sides import SIDES
 ROOT = Path(__file__).resolve().parents[2]
 # figures that need what an ordinary user lacks (a new PID namespace)
 NEEDS_ROOT = {"orphans_reaped", "orphans_zombies_left"}
+
+pytestmark = pytest.mark.bench  # ~40 s: out of the default run, a step of its own in .ci/run
 
 
 def test_quick_run_reports_every_figure_for_both_sides(tmp_path):

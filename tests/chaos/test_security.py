@@ -100,8 +100,9 @@ for fd in range(1024):
         pass
 report = json.dumps({"fds": fds, "stdin": os.readlink("/proc/self/fd/0")})
 if len(sys.argv) > 1:
-    with open(sys.argv[1], "w") as f:
+    with open(sys.argv[1] + ".part", "w") as f:
         f.write(report)
+    os.replace(sys.argv[1] + ".part", sys.argv[1])  # whole, or not there: `later` waits for it
 else:
     print(report, flush=True)
 """
@@ -120,7 +121,8 @@ def test_children_get_no_descriptor_of_the_inits(start_init, tmp_path):
         [programs.first]
         command = ["sh", "-c", "{sys.executable} {script}; exec sleep 300"]
         [programs.later]
-        command = ["{sys.executable}", "{script}"]
+        # runs until its readiness probe has reported, so the probe's descriptors are always checked
+        command = ["sh", "-c", "{sys.executable} {script}; while [ ! -e {probe_report} ]; do sleep 0.05; done"]
         oneshot = true
         autostart = false
         [programs.later.readiness]
@@ -135,8 +137,8 @@ def test_children_get_no_descriptor_of_the_inits(start_init, tmp_path):
     later = json.loads(init.wait_for(lambda e: e.get("program") == "later" and "fds" in e.get("msg", ""))["msg"])
     assert first == later == {"fds": [0, 1, 2], "stdin": "/dev/null"}
     init.wait_state("later", "EXITED")
-    if probe_report.exists():  # the probe ran while `later` did
-        assert json.loads(probe_report.read_text()) == {"fds": [0, 1, 2], "stdin": "/dev/null"}
+    # `later` exits only once its probe has written this: a missing report is a failure
+    assert json.loads(probe_report.read_text()) == {"fds": [0, 1, 2], "stdin": "/dev/null"}
     assert init.stop() == 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.helpers import ROOT, Init, starter
+from tests.helpers import ROOT, Init, starter, wait_until
 
 # The init runs as PID 1 of a new PID namespace when we are root, else as a subreaper.
 PID1 = ROOT
@@ -50,14 +50,11 @@ def fd_kinds(fds: dict[int, str]) -> collections.Counter[str]:
 
 def assert_no_fd_growth(pid: int, before: dict[int, str], timeout: float = 3.0) -> None:
     """Connections just closed by a client take a moment to be closed by the init: wait for that."""
-    deadline = time.monotonic() + timeout
-    while True:
+    try:
+        wait_until(lambda: len(open_fds(pid)) <= len(before), timeout, "the descriptors to be closed")
+    except AssertionError:
         now = open_fds(pid)
-        if len(now) <= len(before):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"descriptors grew: before {fd_kinds(before)}, now {fd_kinds(now)}: {now}")
-        time.sleep(0.05)
+        raise AssertionError(f"descriptors grew: before {fd_kinds(before)}, now {fd_kinds(now)}: {now}") from None
 
 
 def zombies_under(pid: int) -> list[psutil.Process]:
@@ -81,17 +78,6 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def http_get(port: int, path: str, method: str = "GET", timeout: float = 5.0) -> tuple[int, bytes]:

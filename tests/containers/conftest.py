@@ -65,7 +65,7 @@ def hive_containers(*args: str, env: dict[str, str] | None = None, timeout: floa
     import time
 
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "hive_init.containers.cli", *args], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "hive_containers.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
     return Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 

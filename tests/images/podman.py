@@ -14,12 +14,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.helpers import free_port  # noqa: F401  (re-exported for the tests that import it from here)
 
 ROOT = Path(os.environ.get("HIVE_PODMAN_ROOT", "/var/tmp/hive-init-podman"))
 DEBIAN_TAGS = ("localhost/debian:bookworm-slim", "docker.io/library/debian:bookworm-slim")
@@ -68,11 +69,6 @@ def unavailable_reason() -> str | None:
         return "runc is not installed (apt-get install -y runc): crun cannot run on this machine's cgroups"
     return None
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PodmanError(RuntimeError):

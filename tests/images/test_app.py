@@ -15,12 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from tests.images.app_postgres import LocalPostgres, free_port
-from tests.images.conftest import APP_SRC
 from hive_app import vectors
 from hive_app.logs import QuietProbes, Redact
 from hive_app.settings import SettingsError, from_env, normalise_url, redact_url
+
+from tests.images.app_postgres import LocalPostgres, free_port
+from tests.images.conftest import APP_SRC
 
 # the agent's password is not URL-safe: the app gets it apart from the URL (HIVE_DATABASE_PASSWORD)
 PASSWORDS = {"hive": "Hv-" + secrets.token_hex(12), "agent": "Ag@/:#%?" + secrets.token_hex(12)}
@@ -94,7 +94,7 @@ class AppProcess:
         env.update(HIVE_DATABASE_URL=url, HIVE_API_PORT=str(self.port), HIVE_SERVICE=service,
                    HIVE_API_HOST="127.0.0.1", PYTHONUNBUFFERED="1", HIVE_LOG_LEVEL="info",
                    PYTHONPATH=APP_SRC + os.pathsep + env.get("PYTHONPATH", ""), **(extra_env or {}))
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115  (the app's stdout for its whole life)
         self.proc = subprocess.Popen([sys.executable, "-m", "hive_app"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.client = httpx.Client(base_url=self.base, timeout=5.0)

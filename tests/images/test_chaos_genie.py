@@ -79,7 +79,7 @@ def test_acknowledged_writes_survive_repeated_kills(open_tmp, postgres_user):
         }
         kills = 0
         for _ in range(ROUNDS):
-            for name, predicate in victims.items():
+            for predicate in victims.values():
                 before = len(acknowledged)
                 init.wait_state("api", "READY", timeout=120)
                 deadline = time.monotonic() + 30

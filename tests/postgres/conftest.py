@@ -4,7 +4,6 @@ task drives it), a scratch directory PostgreSQL's user can reach, free ports, an
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ import pytest
 from hive_init.config import loads
 from hive_init.config.model import ProgramSpec
 from hive_init.runtime.pid1 import become_subreaper, reaper
+from tests.helpers import free_port  # noqa: F401  (re-exported for the tests that import it from here)
 
 T = TypeVar("T")
 ROOT = os.geteuid() == 0
@@ -50,11 +50,6 @@ def run_with_reaper(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     become_subreaper()  # backends of a killed postmaster come to us, as they would to PID 1
     return anyio.run(main)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.postgres.conftest import free_port  # noqa: E402
-from tests.postgres.test_e2e import APP, NAMESPACE, Init, write_config  # noqa: E402
+from tests.postgres.conftest import free_port
+from tests.postgres.test_e2e import APP, NAMESPACE, Init, write_config
 
 
 def _ts(event: dict) -> float:

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from tests.postgres.conftest import run_with_reaper
 from hive_init.postgres import binaries
 from hive_init.runtime.kind import PrepareError
+from tests.postgres.conftest import run_with_reaper
 
 
 def find(*args, **kwargs) -> binaries.Binaries:

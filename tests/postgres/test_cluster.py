@@ -13,13 +13,13 @@ import anyio
 import asyncpg
 import pytest
 
-from tests.postgres.conftest import ROOT, base_toml, free_port, run_with_reaper, spec_from
 from hive_init.config import ConfigError
 from hive_init.config.model import ProgramSpec
 from hive_init.postgres import cluster
 from hive_init.postgres.kind import PostgresKind
 from hive_init.runtime.kind import PrepareError, kind_for
 from hive_init.runtime.spawn import Child, run_command, spawn
+from tests.postgres.conftest import ROOT, base_toml, free_port, run_with_reaper, spec_from
 
 pytestmark = pytest.mark.usefixtures("postgres_user")
 

@@ -15,14 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 NAMES = ("genie", "agent")
 PROG = "hive-containers"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's own status would be 2, which here means "engine"
+    def error(self, message: str) -> NoReturn:  # argparse's own status would be 2, which here means "engine"
         self.print_usage(sys.stderr)
         print(f"{PROG}: {message}", file=sys.stderr)
         sys.exit(3)
@@ -37,7 +39,7 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _global_options(p: argparse.ArgumentParser, default) -> None:
+def _global_options(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--engine", choices=("docker", "podman"), default=default,
                    help="container engine (default: $HIVE_ENGINE, else Docker if its daemon answers, else podman)")
     p.add_argument("--compose-dir", default=default, help="folder holding genie/ and agent/ compose files "
@@ -67,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     # the same options after the command too (`hive-containers status --engine podman`)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _global_options(common, argparse.SUPPRESS)
 
     up = sub.add_parser("up", parents=[common], help="build what is missing, start, and wait until healthy")
@@ -113,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hive_init.containers import manager
-    from hive_init.containers.compose import ComposeError, default_compose_dir
-    from hive_init.containers.engine import ENGINES, EngineError, detect
+    from hive_containers import manager
+    from hive_containers.compose import ComposeError, default_compose_dir
+    from hive_containers.engine import ENGINES, EngineError, detect
 
-    def fail(code: int, message: str, details: list[str] = ()) -> int:
+    def fail(code: int, message: str, details: Sequence[str] = ()) -> int:
         print(f"{PROG}: {message}", file=sys.stderr)
         for line in details:
             print(f"  {line}", file=sys.stderr)

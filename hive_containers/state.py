@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 STARTING, HEALTHY, UNHEALTHY, NONE = "starting", "healthy", "unhealthy", "none"
@@ -88,14 +88,14 @@ class Container:
         last = self.health.last
         if not self.running or last is None or last.end is None or self.healthcheck_interval is None:
             return False
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return (now - last.end).total_seconds() > 2 * self.healthcheck_interval + 5
 
     def uptime(self, now: datetime | None = None) -> float | None:
         """Seconds since it started, while it runs."""
         if not self.running or self.started_at is None:
             return None
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return max(0.0, (now - self.started_at).total_seconds())
 
 

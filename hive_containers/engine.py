@@ -15,15 +15,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from hive_init.containers import state
-from hive_init.containers.compose import Service
+from hive_containers import state
+from hive_containers.compose import Service
 from hive_init.redact import Redactor
 
 ENGINES = ("docker", "podman")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROJECT_LABEL = "com.docker.compose.project"  # set by docker compose and podman-compose alike
 SERVICE_LABEL = "com.docker.compose.service"
 
@@ -232,7 +232,8 @@ class Podman(Engine):
         super().__init__(binary, compose, env)
         self.env.setdefault("BUILDAH_FORMAT", "docker")  # the OCI format drops HEALTHCHECK
 
-    def build_argv(self, dockerfile, context, tag, args, extra_ca):
+    def build_argv(self, dockerfile: Path, context: Path, tag: str, args: Mapping[str, str],
+                   extra_ca: str | None) -> list[str]:
         argv = super().build_argv(dockerfile, context, tag, args, extra_ca)
         return [argv[0], "build", "--format", "docker", *argv[2:]]
 

@@ -75,7 +75,7 @@ class Service:
 
 def default_compose_dir() -> Path | None:
     """images/ of the repository checkout this package runs from, else ./images."""
-    for candidate in (Path(__file__).resolve().parents[2] / "images", Path.cwd() / "images"):
+    for candidate in (Path(__file__).resolve().parents[1] / "images", Path.cwd() / "images"):
         if all((candidate / s.compose_file).is_file() for s in SERVICES.values()):
             return candidate
     return None
@@ -175,7 +175,7 @@ def expand(value: Any, env: Mapping[str, str]) -> Any:
     if not isinstance(value, str):
         return value
 
-    def one(m: re.Match) -> str:
+    def one(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
             return "$"
         name = m.group("name") or m.group("bare")

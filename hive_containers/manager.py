@@ -14,17 +14,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from hive_containers import logs as logview
+from hive_containers import ports, state
+from hive_containers.compose import SERVICES, Service, load_service, read_env_file
+from hive_containers.engine import BuildError, Engine, EngineError
 from hive_init.config.durations import parse_duration
 from hive_init.ctl import format_uptime
-from hive_init.containers import logs as logview
-from hive_init.containers import ports
-from hive_init.containers import state
-from hive_init.containers.compose import SERVICES, Service, load_service, read_env_file
-from hive_init.containers.engine import BuildError, Engine, EngineError
+
+# what `status` learns of one service: its container, hive-init's view inside, the verdict
+Report = tuple[Service, state.Container | None, state.InitStatus | None, state.Verdict]
 
 # exit statuses (README: "hive-containers")
 OK = 0
@@ -102,10 +104,10 @@ class Manager:
         """Build the base and service images when asked or missing; True when something was built."""
         if s.dockerfile is None or s.build_context is None:
             return False  # an image-only service: compose pulls it
-        todo = []
-        if s.base_image and s.base_dockerfile and s.base_image not in self.built:
-            if build or not self.engine.image_exists(s.base_image):
-                todo.append((s.base_image, s.base_dockerfile, {}))
+        todo: list[tuple[str, Path, Mapping[str, str]]] = []
+        if (s.base_image and s.base_dockerfile and s.base_image not in self.built
+                and (build or not self.engine.image_exists(s.base_image))):
+            todo.append((s.base_image, s.base_dockerfile, {}))
         if s.image not in self.built and (build or todo or not self.engine.image_exists(s.image)):
             todo.append((s.image, s.dockerfile, s.build_args))
         for tag, dockerfile, args in todo:
@@ -257,7 +259,7 @@ class Manager:
 
     # ============================================================================ status
     def status(self, names: list[str], as_json: bool = False) -> int:
-        reports = []
+        reports: list[Report] = []
         for s in (self.service(n) for n in names):
             container = self.engine.find(s)
             init = self.engine.init_status(container.id) if container is not None and container.running else None
@@ -269,9 +271,9 @@ class Manager:
             self._status_table(reports)
         return OK if all(r[3].ok for r in reports) else NOT_HEALTHY
 
-    def _status_table(self, reports: list) -> None:
-        now = datetime.now(timezone.utc)
-        rows = [("SERVICE", "STATE", "HEALTH", "UPTIME", "PORTS", "CONTAINER")]
+    def _status_table(self, reports: list[Report]) -> None:
+        now = datetime.now(UTC)
+        rows: list[tuple[str, ...]] = [("SERVICE", "STATE", "HEALTH", "UPTIME", "PORTS", "CONTAINER")]
         for s, c, _init, _verdict in reports:
             if c is None:
                 rows.append((s.name, "absent", "-", "-", "-", "-"))
@@ -317,7 +319,7 @@ class Manager:
             return self._stream(self.engine.logs_argv(container.id, follow=True, tail=lines), show)
         # the last N lines of that program come from the whole history; then the stream from a
         # moment before, without the lines already shown
-        since = (datetime.now(timezone.utc) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = (datetime.now(UTC) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
         history = self.engine.logs(container.id)
         for line in _last_matching(history, program, lines):
             show(line)
@@ -332,7 +334,7 @@ class Manager:
             print(line if raw else logview.render(parsed), file=self.out, flush=True)
         return show
 
-    def _stream(self, argv: list[str], show: Callable[[str], None], skip: Counter | None = None) -> int:
+    def _stream(self, argv: list[str], show: Callable[[str], None], skip: Counter[str] | None = None) -> int:
         try:
             proc = subprocess.Popen(argv, env=self.engine.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, text=True, errors="replace")
@@ -402,7 +404,7 @@ def _report_json(s: Service, c: state.Container | None, init: state.InitStatus |
             "exit_code": last.exit_code, "output": last.output, "end": last.end.isoformat() if last.end else None,
             "stale": c.health_is_stale()},
         started_at=c.started_at.isoformat() if c.started_at else None,
-        uptime=round(c.uptime(), 1) if c.uptime() is not None else None,
+        uptime=None if (uptime := c.uptime()) is None else round(uptime, 1),
         restart_count=c.restart_count, ports=[str(p) for p in c.ports],
     )
     if init is not None:
