@@ -48,7 +48,9 @@ class HealthApp:
             await _respond(send, 200 if snapshot["ready"] else 503, body, body_wanted, b"application/json")
         elif path == "/metrics":
             from hive_init.api.metrics import render
+            from hive_init.runtime.resources import refresh
 
+            await refresh(self.supervisor.programs.values())  # /proc read off the loop, at scrape time
             body, content_type = render(self.supervisor)
             await _respond(send, 200, body, body_wanted, content_type.encode())
         else:
