@@ -103,17 +103,23 @@ def descendants(root: int, stats: Mapping[int, Stat]) -> list[int]:
     return tree
 
 
-def pss(pid: int) -> int | None:
-    """Bytes, from /proc/PID/smaps_rollup (Linux 4.14+); None where the kernel does not give it
-    to us (no such file, or no ptrace access to the process)."""
+def rollup(pid: int) -> tuple[int, int] | None:
+    """(RSS, PSS) in bytes from /proc/PID/smaps_rollup (Linux 4.14+), counted by walking the
+    page tables, so exact where stat's RSS is the kernel's approximate per-CPU counters (off by
+    up to a few hundred KiB); None where the kernel does not give it to us (no such file, or no
+    ptrace access to the process)."""
+    rss = pss = None
     try:
         with open(f"{PROC}/{pid}/smaps_rollup", "rb") as f:
             for line in f:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(b"Rss:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith(b"Pss:"):
+                    pss = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         return None
-    return None
+    return (rss, pss) if rss is not None and pss is not None else None
 
 
 def open_fds(pid: int) -> int | None:
@@ -164,8 +170,9 @@ def tree_usage(root: int, stats: Mapping[int, Stat] | None = None, with_fds: boo
         if stat.state in ("Z", "X"):  # a zombie holds no memory and no descriptors
             processes.append(ProcessUsage(pid, stat.comm, 0, 0, stat.cpu_seconds, 0))
             continue
-        processes.append(ProcessUsage(pid, stat.comm, stat.rss, pss(pid), stat.cpu_seconds,
-                                      open_fds(pid) if with_fds else None))
+        exact = rollup(pid)
+        processes.append(ProcessUsage(pid, stat.comm, exact[0] if exact else stat.rss, exact[1] if exact else None,
+                                      stat.cpu_seconds, open_fds(pid) if with_fds else None))
     if not processes:
         return None
     pss_values = [p.pss for p in processes]

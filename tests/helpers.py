@@ -31,7 +31,7 @@ class Init:
     """hive-init running a config. `pid1=True` runs it as PID 1 in a new PID namespace."""
 
     def __init__(self, tmp: Path, config: str, pid1: bool = False, http: bool = False,
-                 env: dict[str, str] | None = None, args: list[str] | None = None):
+                 env: dict[str, str] | None = None, args: list[str] | None = None, prefix: list[str] | None = None):
         self.tmp = tmp
         self.socket = str(tmp / "control.sock")
         self.port = free_port() if http else None
@@ -46,6 +46,7 @@ class Init:
         command = [sys.executable, "-m", "hive_init", "run", "-c", str(self.config_path), *(args or [])]
         if pid1:
             command = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *command]
+        command = [*(prefix or []), *command]  # e.g. a shell that first joins a cgroup, then execs
         self.lines: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self._cond = threading.Condition()
