@@ -9,11 +9,13 @@ interpreter or libraries before it can fork anything, so no child can be forked 
 score in practice; the wrapper would cost a Python start on every spawn.
 
 Lowering a score below 0 needs CAP_SYS_RESOURCE, which root lacks in Docker by default (and
-here): the kernel answers EACCES. Then every score is raised by the same amount instead
-(the most protected program lands at 0), so the order between programs holds; said once in
-the log. PostgreSQL's backends are reset at their fork to the "normal" score (0, or 0 raised
-the same way) through PG_OOM_ADJUST_FILE / PG_OOM_ADJUST_VALUE, as PostgreSQL documents, so a
-runaway backend is killed while the postmaster (and with it every other session) survives.
+here): the kernel answers EACCES. Then every score is raised instead: the range from the
+lowest configured score to 1000 is mapped onto 0..1000 (the most protected program lands at
+0, the normal score 0 somewhere above it), so the order between programs holds strictly (a
+plain shift would clamp several at 1000); said once in the log. PostgreSQL's backends are
+reset at their fork to the normal score (0, or 0 mapped the same way) through
+PG_OOM_ADJUST_FILE / PG_OOM_ADJUST_VALUE, as PostgreSQL documents, so a runaway backend is
+killed while the postmaster (and with it every other session) survives.
 
 Attribution: a main process that died of SIGKILL we did not send was killed by the OOM killer
 when the cgroup's oom_kill count (v2 memory.events, v1 memory.oom_control) or the kernel's
@@ -39,8 +41,13 @@ SIGKILL_EXIT = -9
 
 @dataclass
 class Plan:
-    shift: int = 0  # added to every configured score (when lowering is not permitted)
+    lowest: int = 0  # when lowering is not permitted: the configured score that is mapped to 0
     lowering_permitted: bool = True
+
+    def effective(self, score: int) -> int:
+        if self.lowering_permitted or self.lowest >= 0:
+            return clamp(score)
+        return round((clamp(score) - self.lowest) * 1000 / (1000 - self.lowest))
 
 
 _plan = Plan()
@@ -82,24 +89,25 @@ def configure(specs: "list[ProgramSpec]") -> Plan:
         except OSError:
             permitted = False
         if not permitted:
-            plan = Plan(shift=-lowest, lowering_permitted=False)
+            plan = Plan(lowest=lowest, lowering_permitted=False)
             if not _warned:
                 _warned = True
                 log.get_logger().warning(
-                    f"cannot lower oom_score_adj (no CAP_SYS_RESOURCE): every program's score is raised by "
-                    f"{-lowest} instead, so the OOM killer's order holds",
-                    scores=",".join(f"{s.name}={clamp(score_of(s) - lowest)}" for s in specs))
+                    f"cannot lower oom_score_adj (no CAP_SYS_RESOURCE): scores from {lowest} to 1000 are raised "
+                    "onto 0 to 1000 instead, so the OOM killer's order holds",
+                    scores=",".join(f"{s.name}={plan.effective(score_of(s))}" for s in specs),
+                    normal=plan.effective(0))
     _plan = plan
     return plan
 
 
 def effective(spec: ProgramSpec) -> int:
-    return clamp(score_of(spec) + _plan.shift)
+    return _plan.effective(score_of(spec))
 
 
 def normal_score() -> int:
-    """What an unprotected process gets: 0, raised by the shift when lowering is refused."""
-    return clamp(_plan.shift)
+    """What an unprotected process gets: 0, raised with the others when lowering is refused."""
+    return _plan.effective(0)
 
 
 def postgres_environment() -> dict[str, str]:

@@ -150,6 +150,24 @@ def test_status_figures_match_psutil_over_the_same_tree(start_init, tmp_path):
     assert sample(scraped, "hive_program_processes", "tree") == 3
     assert sample(scraped, "hive_program_open_fds", "tree") == fds
     assert abs(sample(scraped, "hive_program_cpu_seconds_total", "tree") - cpu) < 0.1
+    assert "hive_container_memory_usage_bytes" in scraped
+    check_metrics(scraped)
+
+
+def check_metrics(text: str) -> None:
+    """`promtool check metrics` (Debian's prometheus package) where it is installed, else
+    prometheus_client's own parser, which reads what Prometheus would."""
+    import shutil
+
+    promtool = shutil.which("promtool")
+    if promtool:
+        out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
+        return
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert {f.name for f in text_string_to_metric_families(text)} >= {
+        "hive_program_memory_bytes", "hive_program_cpu_seconds", "hive_program_processes", "hive_program_open_fds"}
 
 
 def test_status_table_shows_mem_and_cpu(start_init):
@@ -225,11 +243,11 @@ def test_oom_scores_keep_their_order_without_cap_sys_resource(start_init):
         pid = init.wait_state(name, "READY")["pid"]
         scores[name] = [p.pid for p in psutil_tree(pid)]
     read = {name: [procfs.read_oom_score_adj(pid) for pid in pids] for name, pids in scores.items()}
-    # raised by 900 each, clamped at 1000: the most protected at 0 (the normal score), the order kept
-    assert read == {"db": [0, 0], "plain": [900], "api": [1000]}, read
+    # -900..1000 mapped onto 0..1000: the most protected at 0, the order kept (its child inherits)
+    assert read == {"db": [0, 0], "plain": [474], "api": [737]}, read
     said = [e for e in init.events() if "cannot lower oom_score_adj" in e.get("msg", "")]
-    assert len(said) == 1 and "raised by 900" in said[0]["msg"]
-    assert [init.program(n)["oom_score_adj"] for n in ("db", "plain", "api")] == [0, 900, 1000]
+    assert len(said) == 1 and said[0]["scores"] == "db=0,plain=474,api=737", said
+    assert [init.program(n)["oom_score_adj"] for n in ("db", "plain", "api")] == [0, 474, 737]
 
 
 @needs_root
