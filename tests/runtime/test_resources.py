@@ -298,3 +298,20 @@ def test_a_real_oom_kill_in_a_memory_cgroup_is_reported_as_such(tmp_path):
                 pass
         wait_until(lambda: not (group / "cgroup.procs").read_text().split(), 10, "the cgroup to empty")
         group.rmdir()
+
+
+# ---- the shipped configs -------------------------------------------------------------------------
+@pytest.mark.parametrize("service", ["genie", "agent"])
+def test_shipped_configs_put_the_api_before_postgres_and_leave_postgres_its_share(service):
+    import tomllib
+
+    from hive_init.config.fields import parse_size
+
+    with open(Path(__file__).resolve().parents[2] / "configs" / f"{service}.toml", "rb") as f:
+        programs = tomllib.load(f)["programs"]
+    pg, api = programs["postgres"], programs["api"]
+    assert api["oom_score_adj"] > 0 > pg.get("oom_score_adj", oom.DEFAULT_SCORES["postgres"])
+    container = 512 << 20  # the limit of the compose files and Kubernetes manifests
+    left = container - parse_size(api["memory_limit"])
+    # PostgreSQL's shared memory, one work_mem for a few busy backends, and room for the init
+    assert left >= parse_size(pg["settings"]["shared_buffers"]) + 10 * parse_size(pg["settings"]["work_mem"]) + (64 << 20)
