@@ -316,8 +316,19 @@ def cgroup_memory(where: tuple[int, str] | None = None) -> CgroupMemory | None:
 
 def vmstat_oom_kills() -> int | None:
     """The kernel's count of OOM kills (Linux 4.13+). Not namespaced: in a container it counts
-    the whole host's."""
-    return _read_keyed(f"{PROC}/vmstat").get("oom_kill")
+    the whole host's. Read at every spawn: one line found in the bytes, not 180 parsed."""
+    try:
+        with open(f"{PROC}/vmstat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    at = data.find(b"\noom_kill ")
+    if at < 0:
+        return None
+    try:
+        return int(data[at + 10 : data.index(b"\n", at + 1)])
+    except ValueError:
+        return None
 
 
 def oom_kill_counts(where: tuple[int, str] | None) -> tuple[int | None, int | None]:
