@@ -13,8 +13,8 @@ PostgreSQL tree counts shared_buffers once per backend that touched them. PSS (p
 set size, /proc/PID/smaps_rollup) splits each shared page between the processes that map it,
 so PSS adds up across a tree and across programs to what the container really holds. "memory"
 is the PSS sum where the kernel gives it for every process of the tree, else the RSS sum
-(smaps_rollup needs ptrace access: root without CAP_SYS_PTRACE, as in Docker by default,
-cannot read it for processes of other users), and says which (`memory_source`).
+(smaps_rollup needs ptrace access: root without CAP_SYS_PTRACE, as in Docker and podman by
+default, cannot read it for processes of other users), and says which (`memory_source`).
 """
 
 import functools
@@ -123,7 +123,8 @@ def rollup(pid: int) -> tuple[int, int] | None:
 
 
 def open_fds(pid: int) -> int | None:
-    """How many descriptors the process holds; None without access (ptrace, like smaps)."""
+    """How many descriptors the process holds; None without access (the directory is its
+    user's, mode 0500: root needs CAP_DAC_OVERRIDE for another user's process)."""
     try:
         return len(os.listdir(f"{PROC}/{pid}/fd"))
     except OSError:
