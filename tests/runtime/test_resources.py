@@ -185,8 +185,11 @@ def test_status_table_shows_mem_and_cpu(start_init):
     cells = {row.split()[0]: row.split() for row in rows}
     assert cells["busy"][6].endswith("M") and cells["idle"][6].endswith("M")
     # the first reading is the average since the start; the next, over the time between the two
+    # a reading becomes the next one's starting point only when it comes 1 s (CPU_WINDOW_MIN) or
+    # more after the previous one: these sleeps are that window, not a synchronisation
+    time.sleep(1.1)
     first = init.program("busy")
-    time.sleep(1.1)  # past the window of the next CPU% (CPU_WINDOW_MIN), not a synchronisation
+    time.sleep(1.1)
     second = init.program("busy")
     between = 100 * (second["cpu_seconds"] - first["cpu_seconds"]) / (second["uptime"] - first["uptime"])
     assert abs(second["cpu_percent"] - between) < 5, (first, second, between)
