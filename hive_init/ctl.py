@@ -45,16 +45,32 @@ def _status(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**reply, "programs": programs}, indent=2))
     else:
-        rows = [("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "INFO")]
+        rows = [("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "MEM", "CPU%", "INFO")]
         for p in programs:
             rows.append((p["name"], p["state"], str(p["pid"] or "-"), format_uptime(p["uptime"]), str(p["restarts"]),
-                         "yes" if p["ready"] else "no", p["reason"] or ""))
-        widths = [max(len(r[i]) for r in rows) for i in range(6)]
+                         "yes" if p["ready"] else "no", format_memory(p.get("memory_bytes")),
+                         format_percent(p.get("cpu_percent")), p["reason"] or ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(8)]
         for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[6])
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[8])
     if args.names:
         return 0 if all(p["ready"] for p in programs) else 1
     return 0 if reply["ready"] else 1
+
+
+def format_memory(n: int | None) -> str:
+    """`412M`: the program tree's memory (PSS, or RSS where PSS cannot be read), in MiB."""
+    if n is None:
+        return "-"
+    if n >= 10 * 1024**3:
+        return f"{n / 1024**3:.0f}G"
+    if n >= 1024**3:
+        return f"{n / 1024**3:.1f}G"
+    return f"{n / 1024**2:.1f}M" if n < 10 * 1024**2 else f"{n / 1024**2:.0f}M"
+
+
+def format_percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def format_uptime(seconds: float | None) -> str:

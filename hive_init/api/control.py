@@ -210,6 +210,10 @@ def _error(code: str, message: str) -> dict:
 async def handle(supervisor: "Supervisor", request: dict) -> dict:
     cmd = request["cmd"]
     if cmd in ("status", "health"):
+        if cmd == "status":  # what each program uses, read now (off the loop); health stays cheap
+            from hive_init.runtime.resources import refresh
+
+            await refresh(supervisor.programs.values())
         return {"ok": True, **supervisor.snapshot()}
     if cmd == "reload":
         return await reload_config(supervisor)

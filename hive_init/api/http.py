@@ -114,6 +114,10 @@ async def _serve_connection(h11: Any, supervisor: "Supervisor", conn: socket.soc
                 await _send_response(h11, http, conn, "GET", request, b"bad request\n", b"text/plain; charset=utf-8", [])
                 return
             method, path = request
+            if path.split("?", 1)[0] == "/metrics":
+                from hive_init.runtime.resources import refresh
+
+                await refresh(supervisor.programs.values())  # /proc read off the loop, at scrape time
             status, body, content_type, extra = route(supervisor, method, path)
             await _send_response(h11, http, conn, method, status, body, content_type, extra)
         if http.our_state is not h11.DONE or http.their_state is not h11.DONE:

@@ -25,6 +25,70 @@ def render(supervisor: "Supervisor") -> tuple[bytes, str]:
     return generate_latest(_registry), CONTENT_TYPE_LATEST
 
 
+def _resources(sup: "Supervisor") -> Any:
+    """What each program's tree uses (read just before this scrape, hive_init.runtime.resources)
+    and the container's memory cgroup."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from hive_init.runtime import resources
+
+    label = ["program"]
+    memory = GaugeMetricFamily("hive_program_memory_bytes", "memory of the program's whole process tree: "
+                               "the PSS sum, or the RSS sum where PSS cannot be read (status --json says which)",
+                               labels=label)
+    rss = GaugeMetricFamily("hive_program_rss_bytes", "RSS sum of the program's process tree (shared pages counted "
+                            "once per process)", labels=label)
+    cpu = CounterMetricFamily("hive_program_cpu_seconds", "CPU time (user + system) of the program's process tree, "
+                              "reaped children included", labels=label)
+    processes = GaugeMetricFamily("hive_program_processes", "processes in the program's tree", labels=label)
+    fds = GaugeMetricFamily("hive_program_open_fds", "descriptors open in the program's tree", labels=label)
+    limit = GaugeMetricFamily("hive_program_memory_limit_bytes", "the program's memory_limit", labels=label)
+    limit_restarts = CounterMetricFamily("hive_program_memory_limit_restarts", "restarts because the tree stayed "
+                                         "above memory_limit", labels=label)
+    oom_kills = CounterMetricFamily("hive_program_oom_kills", "times the OOM killer killed the program's main process",
+                                    labels=label)
+    score = GaugeMetricFamily("hive_program_oom_score_adj", "oom_score_adj given to the program", labels=label)
+    for p in sup.programs.values():
+        d = resources.describe(p)
+        if d["memory_bytes"] is not None:
+            memory.add_metric([p.name], d["memory_bytes"])
+            rss.add_metric([p.name], d["rss_bytes"])
+            cpu.add_metric([p.name], d["cpu_seconds"])
+            processes.add_metric([p.name], d["processes"])
+            if d["fds"] is not None:
+                fds.add_metric([p.name], d["fds"])
+        if d["memory_limit"] is not None:
+            limit.add_metric([p.name], d["memory_limit"])
+        limit_restarts.add_metric([p.name], d["memory_limit_restarts"])
+        oom_kills.add_metric([p.name], d["oom_kills"])
+        score.add_metric([p.name], d["oom_score_adj"])
+    yield from (memory, rss, cpu, processes, fds, limit, limit_restarts, oom_kills, score)
+    cg = resources.container_reading()
+    if cg is None:
+        return
+    if cg.limit is not None:
+        c_limit = GaugeMetricFamily("hive_container_memory_limit_bytes", "the container's memory limit (cgroup "
+                                    "memory.max, v1 memory.limit_in_bytes)")
+        c_limit.add_metric([], cg.limit)
+        yield c_limit
+    if cg.usage is not None:
+        c_usage = GaugeMetricFamily("hive_container_memory_usage_bytes", "memory charged to the container (cgroup "
+                                    "memory.current, v1 memory.usage_in_bytes; page cache included)")
+        c_usage.add_metric([], cg.usage)
+        yield c_usage
+    if cg.oom_kills is not None:
+        c_oom = CounterMetricFamily("hive_container_oom_kills", "processes the OOM killer killed in the container "
+                                    "(cgroup memory.events oom_kill, v1 memory.oom_control oom_kill)")
+        c_oom.add_metric([], cg.oom_kills)
+        yield c_oom
+    if cg.version == 2 and cg.events:
+        events = CounterMetricFamily("hive_container_memory_events", "the cgroup's memory.events counters",
+                                     labels=["event"])
+        for name, value in sorted(cg.events.items()):
+            events.add_metric([name], value)
+        yield events
+
+
 class _Collector:
     """Reads the supervisor's state at scrape time; nothing is updated on the init's hot paths."""
 
@@ -62,6 +126,7 @@ class _Collector:
                     probe.add_metric([p.name, kind], buckets, stats.sum)
                     failures.add_metric([p.name, kind], stats.failures)
         yield from (up, ready, state, restarts, uptime, probe, failures)
+        yield from _resources(sup)
         reaped = CounterMetricFamily("hive_zombies_reaped", "processes reaped by hive-init, orphans included")
         reaped.add_metric([], sup.reaper.reaped_total)
         yield reaped

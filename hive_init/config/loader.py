@@ -125,7 +125,7 @@ _COMMON = {
     "oneshot", "autostart", "restart", "exit_codes", "backoff", "max_restarts", "restart_window", "critical",
     "start_seconds", "start_retries",
     "stop_signal", "stop_timeout", "kill_group", "log_file", "log_file_max_size", "log_file_backups",
-    "readiness", "liveness",
+    "readiness", "liveness", "memory_limit", "memory_limit_for", "oom_score_adj",
 }
 
 
@@ -191,6 +191,9 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
                          t.integer("log_file_backups", 3, minimum=0, maximum=100)) if log_path else None,
         readiness=t.sub("readiness", lambda p: _probe(p, is_postgres)) or defaults.get("readiness"),
         liveness=t.sub("liveness", lambda p: _probe(p, is_postgres)),
+        memory_limit=_memory_limit(t),
+        memory_limit_for=t.duration("memory_limit_for", 5.0),
+        oom_score_adj=t.integer("oom_score_adj", None, minimum=-1000, maximum=1000),
         options=options,
     )
     if not log_path:
@@ -199,6 +202,15 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
                 raise t.error(key, "has no effect without log_file")
     t.done(_COMMON | kind_fields)
     return spec
+
+
+def _memory_limit(t: Table) -> int | None:
+    limit = t.size("memory_limit", None)
+    if limit is not None and limit < 1024 * 1024:
+        raise t.error("memory_limit", f"must be at least 1MB (got {t.data['memory_limit']!r}): a program needs more")
+    if limit is None and t.has("memory_limit_for"):
+        raise t.error("memory_limit_for", "has no effect without memory_limit")
+    return limit
 
 
 def _command(t: Table) -> tuple[str, ...]:

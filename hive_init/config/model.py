@@ -75,6 +75,11 @@ class ProgramSpec:
     log_file: LogFile | None = None
     readiness: Probe | None = None
     liveness: Probe | None = None
+    # resources (hive_init.runtime.resources, .oom): bytes of the whole process tree, and how
+    # long it may stay above them before a restart; None: the kind's default (0 for commands)
+    memory_limit: int | None = None
+    memory_limit_for: float = 5.0
+    oom_score_adj: int | None = None
     # the kind's own validated settings (PostgresSpec for kind = "postgres")
     options: Any = None
 

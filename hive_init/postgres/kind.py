@@ -22,6 +22,7 @@ from hive_init.postgres import binaries as binaries_mod
 from hive_init.postgres import bootstrap, cluster, firstboot
 from hive_init.postgres.binaries import Binaries
 from hive_init.postgres.spec import PostgresSpec
+from hive_init.runtime import oom
 from hive_init.runtime.kind import Kind, Launch, PrepareError
 from hive_init.runtime.spawn import Child
 
@@ -77,7 +78,11 @@ class PostgresKind(Kind):
                 "-h", pg.listen_addresses, "-k", pg.socket_dir]
         for key, value in pg.settings:
             argv += ["-c", f"{key}={value}"]
-        return Launch(tuple(argv), self._context(run_as).env(), "/", run_as)
+        env = self._context(run_as).env()
+        # the postmaster's score is lowered after the spawn (runtime.oom); each backend resets its
+        # own to normal when forked, as PostgreSQL documents, so the OOM killer takes a backend
+        env.update(oom.postgres_environment())
+        return Launch(tuple(argv), env, "/", run_as)
 
     def _context(self, run_as: RunAs | None) -> firstboot.Context:
         assert self.binaries is not None

@@ -13,6 +13,7 @@ from hive_init.health.probes import ProbeResult, ProbeStats, check
 from hive_init.runtime.kind import Kind, PrepareError, kind_for
 from hive_init.runtime.output import Output
 from hive_init.runtime.pid1 import describe_exit, signal_name
+from hive_init.runtime import oom, resources
 from hive_init.runtime.restart import RestartTracker
 from hive_init.runtime.spawn import KILL_WAIT, Child, SpawnError, spawn, wait_exit
 from hive_init.runtime.state import DOWN, UP, Board, State
@@ -47,6 +48,7 @@ class Program:
         self._failure: str | None = None  # why a running child is being stopped to be restarted
         self.scope = anyio.CancelScope()  # the supervisor's handle on this program's task
         self._preparing: anyio.CancelScope | None = None
+        self._oom_counts: tuple[int | None, int | None] | None = None  # the OOM kill counts at the spawn
 
     # ---- what others see -------------------------------------------------------------------
     @property
@@ -94,6 +96,15 @@ class Program:
 
     def signal(self, signum: int) -> bool:
         return self.child.signal(signum) if self.child is not None else False
+
+    def request_restart(self, reason: str) -> None:
+        """Restart the running child through its normal stop, for `reason` (what a liveness
+        failure does): it is stopped, then restarted through the backoff with that reason."""
+        if self.child is None or self.child.code is not None or self._failure is not None:
+            return
+        self._failure = reason
+        self.log.warning(reason)
+        self._wakeup.set()
 
     def signal_group(self, signum: int) -> bool:
         return self.child.signal(signum, group=True) if self.child is not None else False
@@ -168,7 +179,7 @@ class Program:
             self.last_exit = code
             uptime = time.time() - self.started_at if self.started_at else 0.0
             decision = self.tracker.after_exit(code, uptime, time.monotonic())
-            what = self._failure or describe_exit(code)
+            what = self._failure or await oom.exit_reason(self, code, self._oom_counts) or describe_exit(code)
             if decision.verdict == "done":
                 self.completed = self.spec.oneshot or self.tracker.succeeded(code)
                 self.want_up = False
@@ -208,6 +219,7 @@ class Program:
                 return None, True
             return getattr(e, "code", 1), False
         self.child, self.started_at = child, time.time()
+        self._oom_counts = oom.after_spawn(self, child.pid)  # before any await: children inherit the score
         for fd, stream in ((child.stdout, "stdout"), (child.stderr, "stderr")):
             if fd is not None:
                 pumps.start_soon(self._pump, child, fd, stream)
@@ -275,6 +287,8 @@ class Program:
                 probes.start_soon(self._readiness, probe)
             if self.spec.liveness is not None:
                 probes.start_soon(self._liveness, self.spec.liveness)
+            if self.spec.memory_limit is not None:
+                probes.start_soon(resources.watch_memory, self)
 
     async def _readiness(self, probe: Probe) -> None:
         await anyio.sleep(probe.initial_delay)

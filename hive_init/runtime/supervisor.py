@@ -15,6 +15,7 @@ import anyio
 
 from hive_init import exits, log, redact
 from hive_init.config.model import Config
+from hive_init.runtime import oom, resources
 from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper, signal_name
 from hive_init.runtime.program import Program
 from hive_init.runtime.state import Board, State
@@ -47,6 +48,7 @@ class Supervisor:
         self._first_signal_at = 0.0
         self._reloading = anyio.Lock()
         self.reaper = reaper
+        oom.configure(list(config.programs.values()))
         for name in self.order:
             self.programs[name] = Program(config.programs[name], self.board, self.programs,
                                           config.init.output_buffer_lines)
@@ -109,6 +111,7 @@ class Supervisor:
         for name in removed + changed:
             del self.programs[name]
         self.config = dataclasses.replace(config, init=self.config.init)
+        oom.configure(list(config.programs.values()))
         self.order = config.start_order()
         fresh = {}
         for name in self.order:
@@ -283,6 +286,7 @@ class Supervisor:
             "zombies_reaped": self.reaper.reaped_total,
             "orphans_reaped": self.reaper.orphans_reaped,
             "programs": [describe(p) for p in self.programs.values()],
+            "container": resources.container(),
         }
 
 
@@ -302,4 +306,5 @@ def describe(p: Program) -> dict[str, Any]:
         "probe": None if probe is None else {
             "ok": probe.ok, "latency_ms": round(probe.latency * 1000, 2), "message": redact.redact(probe.message),
         },
+        **resources.describe(p),
     }

@@ -138,7 +138,7 @@ def test_status_table_and_exit_codes(start_init, tmp_path):
     out = init.ctl("status")
     assert out.returncode == 0  # a program that is not meant to run does not make the container unready
     header, *rows = out.stdout.splitlines()
-    assert header.split() == ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "INFO"]
+    assert header.split() == ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "MEM", "CPU%", "INFO"]
     states = {row.split()[0]: row.split()[1] for row in rows}
     assert states == {"web": "READY", "later": "STOPPED"}
     assert init.ctl("status", "later").returncode == 1
