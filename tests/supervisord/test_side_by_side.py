@@ -200,7 +200,7 @@ def test_a_program_that_needs_long_to_stop(sides):
 def test_a_program_that_needs_30s_to_stop(sides):
     # more than hive-init's default shutdown_timeout (25 s): the conversion makes it fit
     pair = _slow_stop(sides, drain=30, stopwaitsecs=35)
-    assert 'shutdown_timeout = "40s"' in pair[1].converted
+    assert 'shutdown_timeout = "50s"' in pair[1].converted  # web 10s, then mail 35s, and 5s
 
 
 def test_a_script_that_calls_supervisorctl_start(sides):
