@@ -148,10 +148,12 @@ def _crash_loop(sides, workers: int, lifetime: float, starts: int) -> None:
         autorestart=true
         [program:flaky]
         command={{standin}} flaky 0 0.1
-        startsecs=1
+        startsecs=3
         startretries=2
         autorestart=true
         """)
+    # flaky's startsecs is well above its 0.1 s life: supervisord notices exits on its 1 s loop, and
+    # on a busy machine an exit noticed after startsecs would count as a start that took
     names = [f"worker_{i}" for i in range(workers)]
     for side in pair:
         # a worker that outlives startsecs is never given up on; a start that fails sooner is counted
