@@ -16,6 +16,7 @@ import datetime
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 from hive_init.api.protocol import Client, Unreachable, socket_path
 
@@ -206,7 +207,7 @@ def _status(ctl: Ctl, args: list[str]) -> int:
     return status
 
 
-def _each(ctl: Ctl, args: list[str], verb: str):  # -> Iterator[str], GENERIC noted in ctl.failed
+def _each(ctl: Ctl, args: list[str], verb: str) -> Iterator[str]:
     """The programs named, in the order given (all: start order); an unknown name is said where
     it comes, as supervisorctl does, and makes the exit status GENERIC."""
     if not args:
@@ -251,6 +252,7 @@ def _start(ctl: Ctl, args: list[str]) -> int:
 
 def _wait_started(ctl: Ctl, name: str) -> str | None:
     """supervisorctl's `start` returns once the program is RUNNING (or could not be): the same here."""
+    moved = False  # the start request turns EXITED and FATAL into STOPPED at once: only later ones count
     while True:
         p = ctl.program(name)
         if p is None:
@@ -259,8 +261,11 @@ def _wait_started(ctl: Ctl, name: str) -> str | None:
             return None
         if p["state"] == "FATAL":
             return "spawn error"
-        if p["state"] in ("EXITED", "STOPPED") and p["last_exit"] is not None:
-            return "abnormal termination"
+        if p["state"] in ("EXITED", "STOPPED"):
+            if moved:
+                return "abnormal termination"
+        else:
+            moved = True
         time.sleep(WAIT_STEP)
 
 
@@ -473,7 +478,9 @@ def _version() -> int:
     return OK
 
 
-def _usage_wrapped(command):  # noqa: ANN001, ANN202  (a command that may raise Usage)
+def _usage_wrapped(command: Callable[[Ctl, list[str]], int]) -> Callable[[Ctl, list[str]], int]:
+    """A command's usage errors in supervisorctl's words and statuses."""
+
     def run(ctl: Ctl, args: list[str]) -> int:
         try:
             return command(ctl, args)

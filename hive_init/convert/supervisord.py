@@ -1,4 +1,6 @@
-"""supervisord.conf → hive-init TOML.
+"""supervisord.conf → hive-init TOML: the command, and the mapping of supervisord's sections and
+settings to hive-init's fields. Reading files (_reading), `%()` expansion (_expansion), value
+types (_values), inferences (_heuristics) and the output (_render) are modules of their own.
 
 The source is read with supervisord 4.x's own rules (its INI dialect, `%(name)s` expansions,
 `[include]`, `numprocs`, value types), so a file supervisord refuses is refused here too
@@ -8,32 +10,29 @@ is explained by a comment when nothing is needed, or is reported on stderr as
 parsed back with tomllib and validated with hive-init's own loader before it is written.
 """
 
-import glob
 import os
 import platform
 import pwd
 import re
-import secrets
 import shlex
-import signal
 import sys
-import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hive_init import exits, redact
 from hive_init.config import ConfigError, loads
-from hive_init.config.fields import parse_signal, parse_size
-from hive_init.config.loader import valid_program_name
-from hive_init.config.model import InitSpec
-from hive_init.convert import _toml, heuristics
-from hive_init.convert._ini import Document, IniError, Option, Section
+from hive_init.convert import _heuristics as heuristics
+from hive_init.convert import _toml
+from hive_init.convert._common import ConvertError, Note, _here, _one_line, _Program
+from hive_init.convert._expansion import Expansion, _Refs
+from hive_init.convert._ini import Document, Option, Section
+from hive_init.convert._reading import Reading, _write
+from hive_init.convert._render import Rendering, _human_size
+from hive_init.convert._values import _FALSE, _TRUE, Values
 
 MAX_PROCESSES = 1000  # numprocs beyond this is a typo, not a plan: refuse rather than write it out
-_TRUE = ("yes", "true", "on", "1")
-_FALSE = ("no", "false", "off", "0")
 _LOG_LEVELS = {"critical": "error", "error": "error", "warn": "warning", "info": "info",
                "debug": "debug", "trace": "debug", "blather": "debug"}
 # output that already ends up on the container's stdout/stderr, like all of hive-init's output
@@ -55,55 +54,6 @@ _IRRELEVANT_SUPERVISORD = {
     "childlogdir": "only for AUTO log files: hive-init copies all output to its stdout",
     "nocleanup": "only for AUTO log files", "directory": "only used when supervisord daemonizes",
 }
-# a word the placeholder for an environment reference is built from: letters and digits only, so
-# that shlex (both modes) and supervisord's KEY=val parser keep it in one piece
-_REF_PREFIX = "HIVEINITREF"
-
-
-class ConvertError(Exception):
-    """Conversion stops: one line for stderr and the exit status."""
-
-    def __init__(self, status: int, where: str, message: str):
-        super().__init__(f"{where}: {message}" if where else message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Note:
-    """One line on stderr: an item without an equivalent (kind "report") or a warning."""
-
-    kind: str
-    file: str
-    line: int
-    section: str
-    key: str | None
-    text: str
-
-    def __str__(self) -> str:
-        what = f"[{self.section}] {self.key}" if self.key else f"[{self.section}]"
-        label = "not converted" if self.kind == "report" else "warning"
-        return _one_line(f"{self.file}:{self.line}: {what}: {label}: {self.text}")
-
-
-@dataclass
-class _Program:
-    name: str
-    source: str  # the section, e.g. "program:api"
-    origin: str  # FILE:LINE of the section
-    notes: list[str] = field(default_factory=list)  # comments between the origin and the table
-    fields: list[tuple[str, Any, str | None]] = field(default_factory=list)  # key, value, comment
-    suggestions: list[str] = field(default_factory=list)  # commented-out fields inside the table
-    environment: dict[str, str] = field(default_factory=dict)
-    user_unknown_here: bool = False
-    priority: int | None = None
-    argv: list[str] = field(default_factory=list)  # for the dependency hints (placeholders shown)
-    command_text: str = ""
-    supervisord_name: str = ""  # the NAME of [program:NAME]
-    stop_timeout: float = 10.0  # supervisord's stopwaitsecs (default 10), for the shutdown_timeout
-
-    def effective_priority(self) -> int:
-        return 999 if self.priority is None else self.priority  # supervisord's default
-
 
 @dataclass
 class Result:
@@ -157,90 +107,13 @@ def convert(source: str, root: str | None = None, sets: Mapping[str, str] | None
     return _Converter(source, root, dict(sets or {})).run()
 
 
-def _write(output: str | None, text: str, inputs: list[str], private: bool = False) -> None:
-    if output is None or output == "-":
-        try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        except OSError as e:
-            raise ConvertError(exits.USAGE, "<stdout>", f"cannot write: {e.strerror or e}") from None
-        return
-    target = os.path.realpath(output)
-    for path in inputs:
-        if os.path.realpath(path) == target:
-            raise ConvertError(exits.USAGE, output, f"is an input of the conversion ({path}): refusing to overwrite it")
-    if os.path.isdir(target):
-        raise ConvertError(exits.USAGE, output, "is a directory: give the path of the TOML file to write")
-    directory = os.path.dirname(target)
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise ConvertError(exits.USAGE, output, f"cannot write: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # 0600 when it holds a secret or came from a file others could not read (mkstemp's own mode)
-        if not private:
-            os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException as e:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ConvertError(exits.USAGE, output, f"cannot write: {e.strerror or e}") from None
-        raise
 
 
-class _Refs:
-    """Environment references (`%(ENV_X)s` → `${X}`) carried through parsing as plain words.
-
-    Text in between is "raw": what supervisord would have seen. `finish` turns it into a hive-init
-    string: `$` doubled (hive-init expands `${...}` in every string; `$$` is a literal `$`), then
-    the references written as `${X}`."""
-
-    def __init__(self, corpus: str):
-        nonce = secrets.token_hex(6).upper()
-        while f"{_REF_PREFIX}{nonce}" in corpus.upper():
-            nonce += "Q"
-        self.prefix = f"{_REF_PREFIX}{nonce}"
-        self.names: list[str] = []
-        self.pattern = re.compile(re.escape(self.prefix) + r"(\d+)Z")
-
-    def token(self, name: str) -> str:
-        if name not in self.names:
-            self.names.append(name)
-        return f"{self.prefix}{self.names.index(name)}Z"
-
-    def has(self, text: str) -> bool:
-        return bool(self.pattern.search(text))
-
-    def names_in(self, text: str) -> list[str]:
-        return [self.names[int(m.group(1))] for m in self.pattern.finditer(text)]
-
-    def whole(self, word: str) -> str | None:
-        """The variable when `word` is nothing but one reference."""
-        m = self.pattern.fullmatch(word)
-        return self.names[int(m.group(1))] if m else None
-
-    def finish(self, text: str) -> str:
-        return self.pattern.sub(lambda m: "${" + self.names[int(m.group(1))] + "}", text.replace("$", "$$"))
-
-    def show(self, text: str) -> str:
-        """For comments and messages: the references as supervisord wrote them."""
-        return self.pattern.sub(lambda m: "%(ENV_" + self.names[int(m.group(1))] + ")s", text)
 
 
-_FORMAT = re.compile(
-    r"%(?:(?P<percent>%)|\((?P<name>[^)]*)\)(?P<spec>[#0 +-]*(?P<width>\d*)(?:\.(?P<precision>\d*))?[hlL]?"
-    r"[diouxXeEfFgGcrsa])|(?P<bad>))"
-)
 
 
-class _Converter:
+class _Converter(Reading, Expansion, Values, Rendering):
     def __init__(self, source: str, root: str | None = None, sets: dict[str, str] | None = None):
         self.source = source
         self.root = root  # an image's file tree: absolute paths in [include] are read inside it
@@ -296,64 +169,9 @@ class _Converter:
         order = {f: i for i, f in enumerate(self.files)}
         return sorted(unique.values(), key=lambda n: (order.get(n.file, len(order)), n.line))
 
-    def _read(self, path: str, included_from: tuple[str, int] | None = None) -> str:
-        where = f"{included_from[0]}:{included_from[1]}: [include] files: {path}" if included_from else path
-        try:
-            with open(path, "rb") as f:
-                if not os.fstat(f.fileno()).st_mode & 0o004:
-                    self.private = True
-                data = f.read()
-        except (OSError, ValueError) as e:
-            reason = getattr(e, "strerror", None) or str(e)
-            raise ConvertError(exits.NO_INPUT, where, f"cannot read: {reason}") from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ConvertError(exits.CONFIG, where, f"not UTF-8 text (byte {e.start})") from None
-        self.files.append(path)
-        return text.removeprefix("\ufeff")
 
-    def _parse(self, text: str, path: str) -> list[str]:
-        try:
-            return self.doc.read(text, path)
-        except IniError as e:
-            raise ConvertError(exits.CONFIG, f"{e.file}:{e.line}", e.message) from None
 
-    def _include(self) -> None:
-        """supervisord reads the main file's [include] once; an included file's [include] is ignored."""
-        section = self.doc.sections.get("include")
-        if section is None:
-            return
-        opt = self.doc.get("include", "files")
-        if opt is None:
-            raise ConvertError(exits.CONFIG, f"{section.file}:{section.line}",
-                               "[include] has no files = setting (supervisord refuses this too)")
-        names = {"here": _here(opt.file), "host_node_name": platform.node()}
-        files = self._expand(opt, "include", "files", names, env={**os.environ, **self.sets}, resolve=True)
-        base = os.path.dirname(self.source)
-        self.header_notes.append(f"[include] files = {' '.join(files.split())}"
-                                 + (f" (absolute paths read inside {self.root})" if self.root else ""))
-        for pattern in files.split():
-            full = self._inside_root(pattern) if os.path.isabs(pattern) else os.path.join(base, pattern)
-            matches = sorted(glob.glob(full))
-            if not matches:
-                if glob.has_magic(pattern):
-                    self._warn(opt, "include", "files", f"no file matches {full!r} (supervisord goes on without it)")
-                    continue
-                matches = [full]  # a plain name that is not there: say why it cannot be read
-            for path in matches:
-                if path in self.files:
-                    continue
-                text = self._read(path, (opt.file, opt.line))
-                if "include" in self._parse(text, path):
-                    sect = self.doc.sections["include"]
-                    self._warn(Option("", path, _line_of_section(text, "include")), "include", None,
-                               "an [include] inside an included file is ignored (by supervisord too)")
-                    sect.options["files"] = opt
 
-    def _inside_root(self, path: str) -> str:
-        """An absolute path of the image, as found here: under --root when given."""
-        return os.path.join(self.root, path.lstrip("/")) if self.root else path
 
     # -- sections --------------------------------------------------------------------------
 
@@ -438,21 +256,6 @@ class _Converter:
         self._report_section(section, "hive-init has no event listeners (for health checks it has readiness and "
                                       "liveness probes; for \"stop the container when this ends\", critical = true)")
 
-    def _scripts_of(self, command: str) -> str:
-        """The text of the scripts a command runs (absolute paths, inside --root), for the heuristics."""
-        try:
-            words = shlex.split(command)
-        except ValueError:
-            words = command.split()
-        texts = []
-        for word in words:
-            if word.startswith("/"):
-                try:
-                    with open(self._inside_root(word), "rb") as f:
-                        texts.append(f.read(64 * 1024).decode("utf-8", "replace"))
-                except OSError:
-                    pass
-        return "\n".join(texts)
 
     def _report_section(self, section: Section, reason: str) -> None:
         self.notes.append(Note("report", section.file, section.line, section.name, None, reason))
@@ -646,27 +449,6 @@ class _Converter:
             self._report(opt, sname, "serverurl", "supervisord's XML-RPC server URL has no equivalent")
         return prog
 
-    def _environment(self, opt: Option, section: str, text: str) -> dict[str, str]:
-        """supervisord's KEY=val,KEY2="v, 2" (its own shlex-based parser, with its quirks)."""
-        lexer = shlex.shlex(text)
-        lexer.wordchars += "/.+-():"
-        try:
-            tokens = list(lexer)
-        except ValueError as e:
-            raise self._error(opt, section, "environment", f"cannot parse {self.refs.show(text)!r}: {e}") from None
-        env: dict[str, str] = {}
-        for i in range(0, len(tokens), 4):
-            k_eq_v = tokens[i:i + 3]
-            if len(k_eq_v) != 3 or k_eq_v[1] != "=":
-                raise self._error(opt, section, "environment", f"not KEY=value pairs separated by commas: "
-                                                               f"{self.refs.show(text)!r}")
-            k, v = k_eq_v[0], k_eq_v[2].strip("'\"")
-            if self.refs.has(k):
-                self._report(opt, section, "environment", f"the name {self.refs.show(k)!r} uses %(ENV_...)s: "
-                                                          "hive-init needs names known when converting")
-                continue
-            env[k] = v
-        return env
 
     def _command(self, prog: _Program, text: str | None, opt: Option | None, section: Section) -> None:
         sname = section.name
@@ -710,12 +492,6 @@ class _Converter:
         prog.argv = [self.refs.show(a) for a in argv]
         prog.fields.append(("command", [self.refs.finish(a) for a in argv], None))
 
-    def _split(self, opt: Option, sname: str, text: str) -> list[str]:
-        """supervisord's own split of a command (process.py: shlex.split)."""
-        try:
-            return shlex.split(text)
-        except ValueError as e:
-            raise self._error(opt, sname, "command", f"cannot be split into arguments: {e}") from None
 
     def _user(self, prog: _Program, user: str, opt: Option, section: str, comment: str | None = None) -> None:
         if not user:
@@ -899,130 +675,16 @@ class _Converter:
 
     # -- values ----------------------------------------------------------------------------
 
-    def _error(self, opt: Option, section: str, key: str | None, message: str) -> ConvertError:
-        what = f"[{section}] {key}" if key else f"[{section}]"
-        return ConvertError(exits.CONFIG, f"{opt.file}:{opt.line}", f"{what}: {message}")
 
-    def _literal(self, opt: Option, section: str, key: str, text: str | None) -> str | None:
-        """A value hive-init needs as a literal (number, boolean); None (reported) if it uses the environment."""
-        assert text is not None
-        if self.refs.has(text):
-            self._report(opt, section, key, f"{self.refs.show(text)!r} uses the environment: hive-init needs a "
-                                            "literal value here")
-            return None
-        return text
 
-    def _integer(self, opt: Option | None, section: str, key: str, text: str | None, literal: bool = False) -> int | None:
-        assert opt is not None and text is not None
-        if literal and self.refs.has(text):
-            names = ", ".join(f"{n}=VALUE" for n in self.refs.names_in(text))
-            raise self._error(opt, section, key, f"{self.refs.show(text)!r}: must be known when converting "
-                                                 f"(set it in the environment, or give --set {names})")
-        value = self._literal(opt, section, key, text)
-        if value is None:
-            return None
-        try:
-            return int(value)
-        except ValueError:
-            raise self._error(opt, section, key, f"{value!r} is not an integer") from None
 
-    def _boolean(self, opt: Option, section: str, key: str, text: str | None) -> bool | None:
-        value = self._literal(opt, section, key, text)
-        if value is None:
-            return None
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise self._error(opt, section, key, f"{value!r} is not a boolean (true/false, yes/no, on/off, 1/0)")
 
-    def _size(self, opt: Option, section: str, key: str, text: str | None) -> int | None:
-        """supervisord's byte_size (digits, then KB, MB or GB), read by hive-init's own parse_size."""
-        value = self._literal(opt, section, key, text)
-        if value is None:
-            return None
-        if not re.fullmatch(r"\s*\d+\s*(?:[kKmMgG][bB])?\s*", value):
-            raise self._error(opt, section, key, f"{value!r} is not a size like 50MB")
-        return parse_size(value)
 
-    def _signal(self, opt: Option, section: str, text: str) -> str | int:
-        """supervisord's signal_number (a name with or without SIG, or a number), by hive-init's parse_signal;
-        written as a name where there is one."""
-        try:
-            number = parse_signal(text.strip())
-        except ValueError:
-            raise self._error(opt, section, "stopsignal", f"{text!r} is not a signal name or number") from None
-        try:
-            return signal.Signals(number).name[3:]
-        except ValueError:
-            return number
 
-    def _expand(self, opt: Option, section: str, key: str, names: Mapping[str, Any], env: Mapping[str, str],
-                resolve: bool = False) -> str:
-        """supervisord's `value % expansions`, with `%(ENV_X)s` kept as a reference (see _Refs) unless
-        `env` knows X. With `resolve`, an unknown X is an error: the value is needed now."""
 
-        def one(m: re.Match[str]) -> str:
-            if m.group("percent"):
-                return "%"
-            if m.group("bad") is not None:
-                raise self._error(opt, section, key, f"a lone '%' in {opt.value!r} (write %% for a literal %)")
-            name, spec = m.group("name"), m.group("spec")
-            if len(m.group("width") or "") > 4 or len(m.group("precision") or "") > 4:
-                raise self._error(opt, section, key, f"%({name}){spec}: width out of range")
-            if name.startswith("ENV_") and name[4:] in env:
-                value: Any = env[name[4:]]
-            elif name.startswith("ENV_") and not resolve:
-                if spec != "s":
-                    raise self._error(opt, section, key, f"%({name}){spec}: only %({name})s can be converted")
-                return self.refs.token(name[4:])
-            elif name in names:
-                value = names[name]
-                if name in ("here", "host_node_name") and not resolve:
-                    self._resolved(opt, section, key, name, str(value))
-            else:
-                available = ", ".join(sorted([*names, *(f"ENV_{k}" for k in env)])[:12])
-                raise self._error(opt, section, key, f"%({name}){spec}: no such name to expand"
-                                  f" (supervisord has: {available}, ENV_<variable>)")
-            try:
-                return ("%" + spec) % value
-            except (TypeError, ValueError, OverflowError) as e:
-                raise self._error(opt, section, key, f"%({name}){spec}: {e}") from None
-
-        return _FORMAT.sub(one, opt.value)
-
-    def _resolved(self, opt: Option, section: str, key: str, name: str, value: str) -> None:
-        if (opt.file, name) in self.warned_resolved:
-            return
-        self.warned_resolved.add((opt.file, name))
-        where = "the directory of this file here" if name == "here" else "this machine's name"
-        self._warn(opt, section, key, f"%({name})s is written as {value!r} ({where}): check it is the same "
-                                      "where hive-init runs")
 
     # -- the result ------------------------------------------------------------------------
 
-    def _name_programs(self) -> None:
-        """hive-init's names: letters, digits, '-', '_' and '.', unique. Names already valid are kept
-        first, so that a mapped name never takes the place of one that needed no change."""
-        taken = {p.name for p in self.programs if _valid_name(p.name)}
-        seen: set[str] = set()
-        for prog in self.programs:
-            wanted = prog.name
-            if _valid_name(wanted) and wanted not in seen:
-                seen.add(wanted)
-                continue
-            base = "".join(c if c.isalnum() or c in "-_." else "_" for c in wanted)
-            if not _valid_name(base):
-                base = f"program{base}"
-            name, n = base, 1
-            while name in taken or name in seen:
-                n += 1
-                name = f"{base}-{n}"
-            seen.add(name)
-            reason = "hive-init names use letters, digits, '-', '_' and '.'" if base != wanted else "already used"
-            prog.notes.append(f"named {name!r}: supervisord's name {wanted!r} ({reason})")
-            prog.name = name
 
     def _suggest_dependencies(self) -> None:
         for prog in self.programs:
@@ -1048,27 +710,6 @@ class _Converter:
                 prog.suggestions.append(f"depends_on = {deps}  # suggested: {why}")
                 self.header_notes.append(f"suggested for {prog.name}: depends_on = {deps} ({why})")
 
-    def _shutdown_timeout(self) -> None:
-        """supervisord has no overall stop deadline: each level may take its stopwaitsecs. hive-init
-        has one: make it fit the longest chain of stop timeouts (reverse priority, a level at a time)."""
-        from types import SimpleNamespace
-
-        from hive_init.config.graph import stop_chains
-
-        nodes = {p.name: SimpleNamespace(name=p.name, priority=p.effective_priority(), depends_on=())
-                 for p in self.programs}
-        timeouts = {p.name: p.stop_timeout for p in self.programs}
-        chain = max(stop_chains(nodes, timeouts).values(), key=lambda c: sum(timeouts[n] for n in c))
-        total = sum(timeouts[n] for n in chain)
-        default = InitSpec().shutdown_timeout
-        if total <= default:
-            return
-        timeout = int(-(-total // 1)) + 5
-        steps = " -> ".join(f"{n} {timeouts[n]:g}s" for n in chain)
-        self.init_fields.append(("shutdown_timeout", f"{timeout}s", f"the longest stop chain ({steps}) and 5s"))
-        self._ignore(f"[init] shutdown_timeout = \"{timeout}s\": the longest stop chain ({steps} = {total:g}s) fits; "
-                     f"the container's stop grace must be longer (docker stop -t {timeout + 5}, "
-                     f"stop_grace_period: {timeout + 5}s, terminationGracePeriodSeconds: {timeout + 5})")
 
     def _readiness_hint(self, target: _Program, text: str, service: str) -> None:
         if service != "PostgreSQL" or any(s.startswith("readiness") for s in target.suggestions):
@@ -1082,64 +723,8 @@ class _Converter:
         target.suggestions.append(f"readiness = {_toml.value({'exec': argv})}  # suggested: so that "
                                   "depends_on waits until PostgreSQL accepts connections")
 
-    def _render(self, validation: bool) -> str:
-        any_priority = any(p.priority is not None for p in self.programs)
-        lines = [_toml.comment(f"Converted from {self.source} by `hive-init convert` (supervisord 4.x semantics)."),
-                 _toml.comment("Review it before use: every setting without an equivalent is listed below and "
-                               "was reported on stderr."),
-                 "#",
-                 _toml.comment("Start order: supervisord starts programs by priority (lower first) but never waits "
-                               "for one to be up;"),
-                 _toml.comment("hive-init keeps `priority` with the same meaning (and stops in reverse priority, a "
-                               "level at a time), and can also wait: with `depends_on = [\"db\"]` a program"),
-                 _toml.comment("starts once db is ready. Where a priority (or a wait loop in a command, such as "
-                               "`until pg_isready ...`)"),
-                 _toml.comment("was meant as a dependency, say so with depends_on (and give the dependency a "
-                               "readiness probe)."),
-                 ]
-        if any(heuristics.SERVICES[0][3].search(p.name) for p in self.programs):
-            lines.append(_toml.comment("hive-init can also run PostgreSQL itself: kind = \"postgres\" "
-                                       "(initdb, settings, readiness; see the README)."))
-        if self.header_notes:
-            lines.append("#")
-            lines.extend(_toml.comment(n) for n in dict.fromkeys(self.header_notes))
-        if self.ignored:
-            lines.append("#")
-            lines.append(_toml.comment("Left out or done otherwise, as nothing more is needed in hive-init:"))
-            lines.extend(_toml.comment(f"  {n}") for n in dict.fromkeys(self.ignored))
-        reports = [n for n in self._sorted_notes() if n.kind == "report"]
-        if reports:
-            lines.append("#")
-            lines.append(_toml.comment("Not converted:"))
-            lines.extend(_toml.comment(f"  {n.file}:{n.line}: [{n.section}]{' ' + n.key if n.key else ''}: {n.text}")
-                         for n in reports)
-        if self.init_fields:
-            lines += ["", "[init]"]
-            lines.extend(_field(k, v, c) for k, v, c in self.init_fields)
-        for prog in self.programs:
-            lines.append("")
-            lines.append(_toml.comment(f"[{prog.source}] from {prog.origin}"))
-            lines.extend(_toml.comment(n) for n in prog.notes)
-            lines.append(f"[programs.{_toml.key(prog.name)}]")
-            fields = list(prog.fields)
-            if prog.priority is not None or any_priority:
-                after = max(i for i, f in enumerate(fields) if f[0] in ("command", "shell")) + 1
-                fields.insert(after, ("priority", prog.effective_priority(),
-                                      None if prog.priority is not None else "supervisord's default priority"))
-            for k, v, c in fields:
-                if validation and k == "user" and prog.user_unknown_here:
-                    continue
-                lines.append(_field(k, v, c))
-            lines.extend(_toml.comment(s) for s in prog.suggestions)
-            if prog.environment:
-                lines.append(f"[programs.{_toml.key(prog.name)}.environment]")
-                lines.extend(_field(k, v, None) for k, v in prog.environment.items())
-        return "\n".join(lines) + "\n"
 
 
-def _field(key: str, value: Any, comment: str | None) -> str:
-    line = f"{_toml.key(key)} = {_toml.value(value)}"
-    return f"{line}  {_toml.comment(comment)}" if comment else line
 
 
 def _checked_name(name: str, section: Section, opt: Option | None) -> str:
@@ -1153,30 +738,14 @@ def _checked_name(name: str, section: Section, opt: Option | None) -> str:
     return name
 
 
-_valid_name = valid_program_name
 
 
-def _here(path: str) -> str:
-    return os.path.abspath(os.path.dirname(path))
 
 
-def _line_of_section(text: str, name: str) -> int:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip().startswith(f"[{name}]"):
-            return number
-    return 1
 
 
-def _human_size(size: int) -> str | int:
-    for unit, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if size % factor == 0:
-            return f"{size // factor}{unit}"
-    return size
 
 
-def _one_line(text: str) -> str:
-    """Control characters and the other line breaks str.splitlines() knows, shown escaped."""
-    return re.sub("[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: ascii(m.group(0))[1:-1], text)
 
 
 class _AnyEnv(Mapping[str, str]):
