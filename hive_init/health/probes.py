@@ -1,5 +1,6 @@
 """The probes themselves: exec (a command exits 0), tcp (a connection is accepted), http (a GET
-answers 2xx/3xx). Each returns a ProbeResult and never raises; the timeout is the probe's own."""
+answers 2xx/3xx). Each returns a ProbeResult; it raises only for a bug of its own code. The
+timeout is the probe's own."""
 
 import time
 from dataclasses import dataclass
@@ -63,8 +64,10 @@ async def check(probe: Probe, kind: "Kind") -> ProbeResult:
         ok, message = False, f"timed out after {probe.timeout:g}s"
     except OSError as e:
         ok, message = False, e.strerror or str(e)
-    except Exception as e:  # a probe must never take the program's task down with it
-        ok, message = False, f"{type(e).__name__}: {e}"
+    except (anyio.BrokenResourceError, anyio.EndOfStream):
+        ok, message = False, "connection closed"
+    # anything else is a bug in the probe code, not a failing program: the caller (Program)
+    # logs it as a bug and does not count it
     return ProbeResult(ok, time.monotonic() - start, message, time.time())
 
 
