@@ -25,7 +25,7 @@ class Event(str, enum.Enum):
     """What can happen to a program. Exits are told apart by what the restart policy decided,
     so that every (state, event) pair has exactly one next state."""
 
-    START = "start asked (an operator, or a reload)"
+    START = "an operator asked to start it (start, restart)"
     WAITING = "dependency changed: some are not there yet"
     DEPENDENCY_FAILED = "dependency changed: one can never be there (FATAL, or exited for good)"
     DEPENDENCIES_MET = "dependency changed: all are there; preparing"
@@ -34,7 +34,7 @@ class Event(str, enum.Enum):
     STARTED_READY = "the kind says started; no readiness probe to wait for"
     PROBE_PASSED = "readiness probe passed success_threshold times"
     PROBE_FAILED = "readiness probe failed failure_threshold times"
-    RESTART = "restart requested (liveness, did not start, request_restart)"
+    RESTART = "restart asked while a child runs: liveness failed, did not start, request_restart()"
     STOP = "stop asked while a child runs"
     CANCEL = "stop asked before a child was spawned (waiting, preparing, backoff)"
     EXITED_RESTART = "exited (or failed to start); the restart policy restarts it"
@@ -101,11 +101,11 @@ def next_state(state: State, event: Event) -> State | None:
 def lifecycle_table() -> str:
     """The table as Markdown, one row per event, one column per state (README "How it works")."""
     states = list(State)
-    rows = ["| event \\ state | " + " | ".join(s.value for s in states) + " |",
-            "|---|" + "---|" * len(states)]
+    rows = ["| event \\ state | " + " | ".join(s.value for s in states) + " | the event |",
+            "|---|" + "---|" * len(states) + "---|"]
     for event in Event:
         cells = [TRANSITIONS[s][event].value if event in TRANSITIONS[s] else "" for s in states]
-        rows.append(f"| `{event.name}` | " + " | ".join(cells) + " |")
+        rows.append(f"| `{event.name}` | " + " | ".join(cells) + f" | {event.value} |")
     return "\n".join(rows) + "\n"
 
 

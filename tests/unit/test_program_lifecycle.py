@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -69,7 +69,7 @@ class FakeSpawner:
     def __init__(self) -> None:
         self.children: list[FakeChild] = []
         self.fail: SpawnError | None = None
-        self.dies_of = {signal.SIGTERM}
+        self.dies_of: set[int] = {signal.SIGTERM.value}
         self.code_on_signal: int | None = None  # None: dies of the signal; else exits with this code
 
     def __call__(self, argv: Any, *, on_exit: Callable[[Any], None], **_: Any) -> FakeChild:
@@ -129,7 +129,8 @@ class World:
         self.tg = tg
         for s in specs:
             kind = self.kinds[s.name] = FakeKind(s)
-            p = self.programs[s.name] = Program(s, self.board, self.programs, kind=kind, spawner=self.spawner)
+            p = self.programs[s.name] = Program(s, self.board, self.programs, kind=kind,
+                                                spawner=cast(Any, self.spawner))
             self.paths[s.name], self.reasons[s.name] = [], []
 
             def record(before: State, event: Event, after: State, name: str = s.name, p: Program = p) -> None:
