@@ -506,3 +506,12 @@ async def test_uptime_is_monotonic(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(time, "time", lambda: 0.0)  # the wall clock stepped back to 1970
         uptime = p.uptime()
         assert uptime is not None and 0 <= uptime < 3600
+
+
+@pytest.mark.anyio
+async def test_an_event_the_table_has_no_cell_for_is_a_bug_and_changes_nothing(capfd: pytest.CaptureFixture) -> None:
+    async with world() as w:
+        p = await w.state("app", S.READY)
+        p._fire(E.BACKOFF_ELAPSED, "should not happen")
+        assert p.state is S.READY and p.reason == "" and w.path()[-1][2] is S.READY
+        assert "bug: BACKOFF_ELAPSED cannot happen in READY; state kept" in capfd.readouterr().out
