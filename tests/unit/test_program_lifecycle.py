@@ -34,7 +34,8 @@ class FakeChild:
 
     _next_pid = 10_000_000  # above any pid_max: never a real process
 
-    def __init__(self, argv: Any, on_exit: Callable[["FakeChild"], None], dies_of: set[int], code_on_signal: int | None):
+    def __init__(self, argv: Any, on_exit: Callable[["FakeChild"], None], dies_of: set[int],
+                 code_on_signal: int | None):
         FakeChild._next_pid += 1
         self.pid = FakeChild._next_pid
         self.argv = argv
@@ -473,7 +474,7 @@ def test_the_readme_shows_the_table() -> None:
     import pathlib
 
     readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
-    assert lifecycle_table() in readme, "README's lifecycle table differs from runtime/state.py: paste lifecycle_table()"
+    assert lifecycle_table() in readme, "README's lifecycle table is not runtime/state.py's: paste lifecycle_table()"
 
 
 @pytest.mark.anyio
