@@ -4,12 +4,9 @@ when it runs, and `hive-init health` (run by Docker every few seconds) skips eve
 import os
 import sys
 
-DEFAULT_CONFIG = "/etc/hive-init/hive-init.toml"
+from hive_init.paths import DEFAULT_CONFIG, config_path
+
 _EARLY_SIGNALS = (1, 2, 3, 15)  # HUP, INT, QUIT, TERM (numbers: `signal` is not imported for every command)
-
-
-def config_path(explicit: str | None) -> str:
-    return explicit or os.environ.get("HIVE_INIT_CONFIG") or DEFAULT_CONFIG
 
 
 def _parser():  # -> argparse.ArgumentParser, imported here: the health check never needs it
@@ -96,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert":
             from hive_init.convert import command
 
+            _register_kinds(runtime=False)
             return command(args.source, args.output, args.root, args.set, args.strict)
         if args.command is None:
             _parser().print_help()
@@ -111,6 +109,7 @@ def _check(path: str | None) -> int:
     from hive_init import exits
     from hive_init.config import ConfigError, load
 
+    _register_kinds(runtime=False)
     path = config_path(path)
     try:
         config = load(path)
@@ -142,6 +141,7 @@ def _run(args) -> int:  # args: argparse.Namespace
     from hive_init import log
     from hive_init.config import ConfigError, load
 
+    _register_kinds()
     path = config_path(args.config)
     try:
         config = load(path)
@@ -157,7 +157,7 @@ def _run(args) -> int:  # args: argparse.Namespace
     from hive_init.runtime.supervisor import Supervisor
 
     async def supervise() -> int:
-        return await Supervisor(config).run()
+        return await Supervisor(config, endpoints=_endpoints(config), reload=_reload).run()
 
     from hive_init.api.listen import CannotListen
 
@@ -175,6 +175,58 @@ def _run(args) -> int:  # args: argparse.Namespace
     # Every child is gone and every line written: tearing down ~370 modules would only delay
     # the container's exit (by about 50 ms, measured).
     os._exit(status)
+
+
+# ---- wiring: what the layers below may not import themselves -------------------------------------
+
+def _register_kinds(runtime: bool = True) -> None:
+    """The kinds beyond `command` make themselves known to the config (and, to run them, to the
+    runtime). Cheap: each imports its modules only when a program of its kind is read or run."""
+    from hive_init import postgres
+
+    postgres.register(runtime=runtime)
+
+
+def _endpoints(config):  # -> list[Endpoint] for the Supervisor (see runtime/supervisor.py)
+    """The control socket, and the HTTP endpoint when configured: bound before the first spawn,
+    so that a socket taken or a port in use stops the start with nothing running."""
+    from hive_init.runtime.supervisor import Endpoint
+
+    def bind_control(config):
+        from hive_init.api.control import bind_control
+
+        return bind_control(config.init.control_socket)
+
+    def close_control(sock) -> None:
+        from hive_init.api.control import close_bound
+
+        close_bound(sock, config.init.control_socket)
+
+    async def serve_control(supervisor, sock, *, task_status) -> None:
+        from hive_init.api.control import serve_control
+
+        await serve_control(supervisor, sock, task_status=task_status)
+
+    def bind_http(config):
+        from hive_init.api.http import bind_http
+
+        return bind_http(*config.init.http)
+
+    async def serve_http(supervisor, sock, *, task_status) -> None:
+        from hive_init.api.http import serve_http
+
+        await serve_http(supervisor, sock, task_status=task_status)
+
+    endpoints = [Endpoint("control socket", bind_control, serve_control, close_control)]
+    if config.init.http is not None:
+        endpoints.append(Endpoint("health endpoint", bind_http, serve_http, lambda sock: sock.close()))
+    return endpoints
+
+
+async def _reload(supervisor):  # SIGHUP: as the control socket's reload does it
+    from hive_init.api.control import reload_config
+
+    return await reload_config(supervisor)
 
 
 def _run_single(argv: list[str], rewrites: list[str], group: bool) -> int:

@@ -7,7 +7,8 @@ import sys
 import time
 
 from hive_init import exits
-from hive_init.api.protocol import Client, Unreachable, socket_path
+from hive_init.api.protocol import Client, Unreachable
+from hive_init.healthcheck import socket_path
 from hive_init.healthcheck import BadConfig
 
 

@@ -6,6 +6,9 @@ import os
 
 import _socket
 
+from hive_init.paths import default_socket_path
+from hive_init.peercred import untrusted_server_uid
+
 
 def socket_path(explicit: str | None, config: str | None = None) -> str:
     """Where the clients look: -s, else the control_socket of -c CONFIG, else $HIVE_INIT_SOCKET,
@@ -42,29 +45,6 @@ def socket_of_config(path: str) -> str:
         raise BadConfig(f"{path}: cannot read config: {e.strerror or e}") from None
     except (ValueError, RecursionError, AttributeError, UnsetVariable) as e:
         raise BadConfig(f"{path}: cannot find [init] control_socket: {e}") from None
-
-
-def default_socket_path() -> str:
-    """`[init] control_socket`'s default. Not root: in a directory only this user can write
-    ($XDG_RUNTIME_DIR, or a 0700 directory of its own in /tmp, which the init creates and checks),
-    so that nobody can take the name first."""
-    if os.geteuid() == 0:
-        return "/run/hive-init.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return os.path.join(runtime, "hive-init.sock")
-    return f"/tmp/hive-init-{os.geteuid()}/control.sock"
-
-
-def untrusted_server_uid(sock: "_socket.socket") -> int | None:
-    """The uid of the process listening on a connected unix socket, if it is neither root nor us
-    (else None): a socket another user made must not receive our commands or be believed."""
-    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred: pid, uid, gid
-    uid = int.from_bytes(creds[4:8], "little" if _LITTLE else "big")
-    return None if uid in (0, os.geteuid()) else uid
-
-
-_LITTLE = __import__("sys").byteorder == "little"
 
 
 def main(socket: str | None = None, timeout: float = 5.0, config: str | None = None) -> int:

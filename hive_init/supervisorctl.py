@@ -18,7 +18,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from hive_init.api.protocol import Client, Unreachable, socket_path
+from hive_init.api.protocol import Client, Unreachable
+from hive_init.healthcheck import socket_path
 
 # LSB exit statuses, as supervisorctl 4.x uses them
 OK = 0
@@ -386,7 +387,7 @@ def _pid(ctl: Ctl, args: list[str]) -> int:
 
 def _config(ctl: Ctl) -> object | None:
     """The config file (-c, $HIVE_INIT_CONFIG or the default), or None with a note."""
-    from hive_init.cli import config_path
+    from hive_init.paths import config_path
     from hive_init.config import ConfigError, load
 
     try:

@@ -18,3 +18,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+import hive_init.postgres  # noqa: E402
+
+hive_init.postgres.register()  # as the CLI does: tests load configs and make kinds in-process

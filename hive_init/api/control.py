@@ -16,7 +16,7 @@ from hive_init import log, redact
 from hive_init.api.listen import CannotListen, Shedder, accept_loop, budget
 from hive_init.api.protocol import MAX_REQUEST, encode
 from hive_init.config import ConfigError, load
-from hive_init.healthcheck import default_socket_path
+from hive_init.paths import default_socket_path
 from hive_init.runtime.pid1 import signal_name
 
 if TYPE_CHECKING:
@@ -36,6 +36,13 @@ def bind_control(path: str) -> socket.socket:
         return _bind(path)
     except OSError as e:
         raise CannotListen(f"control socket {path}: cannot bind: {e.strerror}") from None
+
+
+def close_bound(sock: socket.socket, path: str) -> None:
+    """Undo bind_control when the start is refused after it (the HTTP port in use)."""
+    created = os.stat(path, follow_symlinks=False)
+    sock.close()
+    _unlink_if_ours(path, created)
 
 
 async def serve_control(supervisor: "Supervisor", sock: socket.socket, *,

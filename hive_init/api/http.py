@@ -21,7 +21,7 @@ from hive_init import log
 from hive_init.api.listen import CannotListen, Shedder, accept_loop, budget
 
 if TYPE_CHECKING:
-    from hive_init.runtime.supervisor import Supervisor
+    from hive_init.runtime.supervisor import SupervisorView
 
 MAX_CONNECTIONS = 1000  # the cap when descriptors allow; listen.budget() lowers it under a small RLIMIT_NOFILE
 KEEPALIVE_SECONDS = 5
@@ -50,7 +50,7 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_http(supervisor: "Supervisor", sock: socket.socket, *,
+async def serve_http(supervisor: "SupervisorView", sock: socket.socket, *,
                      task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
     import h11  # here, not at the top: the first spawn does not wait for it
 
@@ -92,7 +92,7 @@ async def serve_http(supervisor: "Supervisor", sock: socket.socket, *,
         shedder.close()
 
 
-async def _serve_connection(h11: Any, supervisor: "Supervisor", conn: socket.socket,
+async def _serve_connection(h11: Any, supervisor: "SupervisorView", conn: socket.socket,
                             waiting: dict[object, anyio.CancelScope]) -> None:
     http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
     key = object()
@@ -185,7 +185,7 @@ async def _send_response(h11: Any, http: Any, conn: socket.socket, method: str, 
         return
 
 
-def route(supervisor: "Supervisor", method: str, path: str) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+def route(supervisor: "SupervisorView", method: str, path: str) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
     """(status, body, content type, extra headers) for one request; nothing here can block."""
     text = b"text/plain; charset=utf-8"
     if method not in ("GET", "HEAD"):

@@ -8,12 +8,12 @@ from hive_init.health.probes import BUCKETS
 from hive_init.runtime.state import State
 
 if TYPE_CHECKING:
-    from hive_init.runtime.supervisor import Supervisor
+    from hive_init.runtime.supervisor import SupervisorView
 
 _registry: Any = None
 
 
-def render(supervisor: "Supervisor") -> tuple[bytes, str]:
+def render(supervisor: "SupervisorView") -> tuple[bytes, str]:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     global _registry
@@ -30,7 +30,7 @@ def _resources(sup: "Supervisor") -> Any:
     and the container's memory cgroup."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    from hive_init.runtime import resources
+    from hive_init.runtime import oom, resources
 
     label = ["program"]
     memory = GaugeMetricFamily("hive_program_memory_bytes", "memory of the program's whole process tree: "
@@ -61,7 +61,7 @@ def _resources(sup: "Supervisor") -> Any:
             limit.add_metric([p.name], d["memory_limit"])
         limit_restarts.add_metric([p.name], d["memory_limit_restarts"])
         oom_kills.add_metric([p.name], d["oom_kills"])
-        score.add_metric([p.name], d["oom_score_adj"])
+        score.add_metric([p.name], oom.effective(p.spec))
     yield from (memory, rss, cpu, processes, fds, limit, limit_restarts, oom_kills, score)
     cg = resources.container_reading()
     if cg is None:
@@ -92,7 +92,7 @@ def _resources(sup: "Supervisor") -> Any:
 class _Collector:
     """Reads the supervisor's state at scrape time; nothing is updated on the init's hot paths."""
 
-    def __init__(self, supervisor: "Supervisor"):
+    def __init__(self, supervisor: "SupervisorView"):
         import psutil
 
         self.supervisor = supervisor

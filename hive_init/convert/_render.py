@@ -3,7 +3,7 @@ their stop chain needs, the header that says what was done, left out or lost."""
 
 from typing import Any
 
-from hive_init.config.loader import valid_program_name as _valid_name
+from hive_init.config.fields import valid_program_name as _valid_name
 from hive_init.config.model import InitSpec
 from hive_init.convert import _heuristics as heuristics
 from hive_init.convert import _toml

@@ -24,7 +24,6 @@ when the cgroup's oom_kill count (v2 memory.events, v1 memory.oom_control) or th
 
 import errno
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import anyio
 
@@ -32,8 +31,6 @@ from hive_init import log, procfs
 from hive_init.config.model import ProgramSpec
 from hive_init.runtime import resources
 
-if TYPE_CHECKING:
-    from hive_init.runtime.program import Program
 
 DEFAULT_SCORES = {"postgres": -900}  # the postmaster: after everything else, short of never (-1000)
 SIGKILL_EXIT = -9
@@ -116,7 +113,7 @@ def postgres_environment() -> dict[str, str]:
     return {"PG_OOM_ADJUST_FILE": "/proc/self/oom_score_adj", "PG_OOM_ADJUST_VALUE": str(normal_score())}
 
 
-def after_spawn(program: "Program", pid: int) -> tuple[int | None, int | None]:
+def after_spawn(program: "resources.Watched", pid: int) -> tuple[int | None, int | None]:
     """Right after the spawn, on the event loop on purpose (no await between exec and the
     write): the score, and the OOM counts to compare with at the exit. Both are writes and reads
     of the kernel's own pseudo-files (tens of microseconds), never of a file anyone controls."""
@@ -130,7 +127,7 @@ def after_spawn(program: "Program", pid: int) -> tuple[int | None, int | None]:
     return procfs.oom_kill_counts(procfs.own_cgroup())
 
 
-async def exit_reason(program: "Program", code: int, counts_at_spawn: tuple[int | None, int | None] | None) -> str | None:
+async def exit_reason(program: "resources.Watched", code: int, counts_at_spawn: tuple[int | None, int | None] | None) -> str | None:
     """"killed by the OOM killer" for a SIGKILL exit that the OOM counts explain, else None."""
     if code != SIGKILL_EXIT or counts_at_spawn is None:
         return None

@@ -18,14 +18,28 @@ import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
 from hive_init import procfs
+from hive_init.config.model import ProgramSpec
 
-if TYPE_CHECKING:
-    from hive_init.runtime.program import Program
+
+class Watched(Protocol):
+    """What this module reads of a program (runtime/program.py's Program is one); named here so
+    that the program imports this module, not the other way round."""
+
+    name: str
+    spec: ProgramSpec
+    log: Any
+    child: Any
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def request_restart(self, reason: str) -> None: ...
+
 
 CPU_WINDOW_MIN = 1.0  # seconds: a reading sooner than this after the previous one keeps its CPU%
 WATCH_MIN_INTERVAL = 0.5  # seconds between a watcher's readings, whatever memory_limit_for says
@@ -41,12 +55,12 @@ class ProgramState:
     oom_kills: int = 0
 
 
-_states: "weakref.WeakKeyDictionary[Program, ProgramState]" = weakref.WeakKeyDictionary()
+_states: "weakref.WeakKeyDictionary[Watched, ProgramState]" = weakref.WeakKeyDictionary()
 _container: procfs.CgroupMemory | None = None
 _container_oom_kills: int | None = None
 
 
-def state_of(program: "Program") -> ProgramState:
+def state_of(program: "Watched") -> ProgramState:
     state = _states.get(program)
     if state is None:
         state = _states[program] = ProgramState()
@@ -57,7 +71,7 @@ def _read_all(roots: dict[str, int]) -> tuple[dict[str, procfs.TreeUsage], procf
     return procfs.trees(roots), procfs.cgroup_memory(procfs.own_cgroup())
 
 
-async def refresh(programs: Iterable["Program"]) -> None:
+async def refresh(programs: Iterable["Watched"]) -> None:
     """One reading of every running program (one /proc scan) and of the container's cgroup."""
     global _container, _container_oom_kills
     programs = list(programs)
@@ -76,7 +90,7 @@ async def refresh(programs: Iterable["Program"]) -> None:
     _container_oom_kills = kills
 
 
-def record(program: "Program", usage: procfs.TreeUsage | None, now: float) -> None:
+def record(program: "Watched", usage: procfs.TreeUsage | None, now: float) -> None:
     state = state_of(program)
     state.usage = usage
     if usage is None:
@@ -94,7 +108,7 @@ def record(program: "Program", usage: procfs.TreeUsage | None, now: float) -> No
     _check_limit(program, state, usage, now)
 
 
-def _check_limit(program: "Program", state: ProgramState, usage: procfs.TreeUsage, now: float) -> None:
+def _check_limit(program: "Watched", state: ProgramState, usage: procfs.TreeUsage, now: float) -> None:
     limit = program.spec.memory_limit
     if limit is None or usage.memory <= limit:
         state.above_since = None
@@ -112,7 +126,7 @@ def _check_limit(program: "Program", state: ProgramState, usage: procfs.TreeUsag
             f"for {program.spec.memory_limit_for:g}s")
 
 
-async def watch_memory(program: "Program") -> None:
+async def watch_memory(program: "Watched") -> None:
     """While the program runs (the program's task cancels it when the child exits)."""
     interval = max(program.spec.memory_limit_for, WATCH_MIN_INTERVAL)
     while True:
@@ -125,10 +139,8 @@ async def watch_memory(program: "Program") -> None:
         await anyio.sleep(interval)
 
 
-def describe(program: "Program") -> dict[str, Any]:
+def describe(program: "Watched") -> dict[str, Any]:
     """The fields of `status --json` (and /health): the last reading, None where there is none."""
-    from hive_init.runtime import oom  # oom counts its kills here: imported late, one way round
-
     state = _states.get(program)
     usage = state.usage if state is not None and program.pid is not None else None
     return {
@@ -141,7 +153,6 @@ def describe(program: "Program") -> dict[str, Any]:
         "processes": len(usage.processes) if usage else None,
         "fds": usage.fds if usage else None,
         "memory_limit": program.spec.memory_limit,
-        "oom_score_adj": oom.effective(program.spec),
         "memory_limit_restarts": state.memory_limit_restarts if state else 0,
         "oom_kills": state.oom_kills if state else 0,
     }

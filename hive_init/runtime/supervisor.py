@@ -3,36 +3,70 @@ dependency graph, stop order its reverse, all under one shutdown deadline; criti
 
 Shutdown is the supervisor's scope closing: programs are stopped dependents-first, then the
 task group that owns every task is cancelled.
+
+The supervisor imports nothing above it: the CLI hands it its endpoints (the control socket,
+the HTTP endpoint) and how to reload the config.
 """
 
 import dataclasses
 import os
 import signal
 import time
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
 
 import anyio
 
 from hive_init import exits, log, redact
 from hive_init.config.model import Config
 from hive_init.runtime import oom, resources
-from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper, signal_name
+from hive_init.runtime.pid1 import CATCHABLE, SignalQueue, become_subreaper, reaper, signal_name
 from hive_init.runtime.program import Program
+from hive_init.runtime.spawn import KILL_WAIT  # also how long SIGKILLed programs get at the shutdown deadline
 from hive_init.runtime.state import Board, State
 
 SHUTDOWN = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-KILL_WAIT = 2.0  # seconds for SIGKILLed programs' exits to be reaped at the shutdown deadline
 REPEAT_WINDOW = 0.5  # seconds: a second TERM/INT sooner than this is the same request delivered twice
-# Every signal that can be caught and is not a fault of our own: PID 1 gets no default action
-# for signals it has no handler for, so each one has a handler, even if only to log it.
-CATCHABLE = tuple(s for s in signal.valid_signals()
-                  if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
-                               signal.SIGILL, signal.SIGABRT, signal.SIGTRAP, signal.SIGSYS))
+
+
+class SupervisorView(Protocol):
+    """What the read-only endpoints (HTTP: /livez, /readyz, /health, /metrics) may use of the
+    supervisor; only the control socket is given the whole Supervisor, to act on it."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def programs(self) -> Mapping[str, Program]: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def reaper(self) -> Any: ...
+    def ready(self) -> tuple[bool, list[str]]: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One endpoint the CLI hands in (the control socket, the HTTP endpoint). `bind(config)`
+    runs before the first spawn and raises to refuse the start (a socket taken, a port in use);
+    `serve(supervisor, bound, *, task_status)` runs once the programs are launched; `close(bound)`
+    undoes a bind when a later one fails."""
+
+    name: str
+    bind: Callable[[Config], Any]
+    serve: Callable[..., Coroutine[Any, Any, None]]
+    close: Callable[[Any], None]
+
+
+# applies the config file again (SIGHUP): returns what the control socket answers
+Reload = Callable[["Supervisor"], Coroutine[Any, Any, Any]]
 
 
 class Supervisor:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, endpoints: Sequence[Endpoint] = (), reload: Reload | None = None):
         self.config = config
+        self.endpoints = tuple(endpoints)
+        self._reload = reload
         self.board = Board()
         self.programs: dict[str, Program] = {}
         self.order: list[str] = config.start_order()
@@ -206,9 +240,10 @@ class Supervisor:
             self._grace.cancel()
 
     async def _on_reload_signal(self) -> None:
-        from hive_init.api.control import reload_config
-
-        await reload_config(self)
+        if self._reload is None:
+            self.log.warning("SIGHUP: this supervisor was given no way to reload its config")
+            return
+        await self._reload(self)
 
     def log_status(self) -> None:
         for program in self.programs.values():
@@ -226,42 +261,31 @@ class Supervisor:
             await self.board.next_change()
 
     # ---- endpoints -------------------------------------------------------------------------------
-    def _bind_endpoints(self) -> list[Any]:
+    def _bind_endpoints(self) -> list[tuple[Endpoint, Any]]:
         """Bound before the first spawn (binding is cheap; serving them waits for the programs):
         a second init on the same socket, or a port in use, exits with one line and nothing left."""
-        from hive_init.api.control import bind_control
+        bound: list[tuple[Endpoint, Any]] = []
+        try:
+            for endpoint in self.endpoints:
+                bound.append((endpoint, endpoint.bind(self.config)))
+        except BaseException:
+            for endpoint, handle in bound:
+                endpoint.close(handle)
+            raise
+        return bound
 
-        sockets = [bind_control(self.config.init.control_socket)]
-        if self.config.init.http is not None:
-            from hive_init.api.http import bind_http
+    async def _start_endpoints(self, tg: anyio.abc.TaskGroup, bound: list[tuple[Endpoint, Any]]) -> None:
+        for endpoint, handle in bound:
+            await tg.start(self._endpoint, endpoint, handle)
 
-            try:
-                sockets.append(bind_http(*self.config.init.http))
-            except BaseException:
-                sockets[0].close()
-                os.unlink(self.config.init.control_socket)
-                raise
-        return sockets
-
-    async def _start_endpoints(self, tg: anyio.abc.TaskGroup, sockets: list[Any]) -> None:
-        from hive_init.api.control import serve_control
-
-        await tg.start(self._endpoint, serve_control, sockets[0])
-        if self.config.init.http is not None:
-            from hive_init.api.http import serve_http
-
-            await tg.start(self._endpoint, serve_http, sockets[1])
-
-    async def _endpoint(self, serve: Any, sock: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    async def _endpoint(self, endpoint: Endpoint, handle: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """An endpoint's bug must not take the programs down unstopped: it is said in one line
         and becomes an orderly shutdown (exit 70), the programs stopped as on TERM."""
         try:
-            await serve(self, sock, task_status=task_status)
+            await endpoint.serve(self, handle, task_status=task_status)
         except Exception as e:
-            from hive_init.exits import describe_internal_error
-
-            self.log.error(describe_internal_error(e))
-            self.request_shutdown("internal error in an endpoint", exits.SOFTWARE)
+            self.log.error(exits.describe_internal_error(e))
+            self.request_shutdown(f"internal error in the {endpoint.name}", exits.SOFTWARE)
 
     def _kill_left(self) -> None:
         """The last resort when the supervisor itself fails: no program outlives it unstopped."""
@@ -307,4 +331,5 @@ def describe(p: Program) -> dict[str, Any]:
             "ok": probe.ok, "latency_ms": round(probe.latency * 1000, 2), "message": redact.redact(probe.message),
         },
         **resources.describe(p),
+        "oom_score_adj": oom.effective(p.spec),
     }
