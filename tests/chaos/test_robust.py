@@ -272,33 +272,29 @@ def test_a_reload_of_100000_dotted_keys_does_not_stall_the_loop(start_init):
 
 # ---- the reload race --------------------------------------------------------------------------------
 
-def test_reload_changing_two_dependencies_of_a_running_program(start_init):
-    """x depends on c1 and c2; both change: _apply deleted c2 from the shared map while awaiting
-    c1's stop, and x's dependency check raised KeyError('c2') (exit 70)."""
-    config = """
+def test_reload_changing_two_dependencies_of_a_waiting_program(start_init):
+    """x waits for c1 (never ready) and c2; both change: _apply deleted c2 from the shared map
+    while awaiting c1's stop, and x's dependency check raised KeyError('c2') (exit 70)."""
+    init = start_init("""
         [programs.c1]
-        command = ["sleep", "301"]
-        stop_timeout = "2s"
+        command = ["sh", "-c", "trap 'sleep 0.5; exit 0' TERM; sleep 301 & wait"]
+        readiness = { exec = ["false"], period = "0.2s" }
         [programs.c2]
         command = ["sleep", "302"]
         [programs.x]
         command = ["sleep", "303"]
         depends_on = ["c1", "c2"]
-    """
-    init = start_init(config)
-    init.wait_state("x", "READY")
-    text = init.config_path.read_text()
-    # c1 takes a while to stop (ignores TERM for a moment), so x looks both up meanwhile
-    text = text.replace('command = ["sleep", "301"]', 'command = ["sh", "-c", "trap \\"sleep 0.5; exit 0\\" TERM; sleep 311 & wait"]')
-    text = text.replace('command = ["sleep", "302"]', 'command = ["sleep", "312"]')
+    """)
+    init.wait_state("c2", "READY")
+    wait_until(lambda: "waiting for c1" in (init.program("x")["reason"] or ""), 20, "x to wait for c1")
+    text = init.config_path.read_text().replace("sleep 301", "sleep 311").replace('"302"', '"312"')
     init.config_path.write_text(text)
     result = init.ctl("reload", timeout=60)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, (result.stdout, result.stderr, init.raw[-10:])
     assert "changed: c1, c2" in result.stdout
-    init.wait_state("c1", "READY")
     init.wait_state("c2", "READY")
-    init.wait_state("x", "READY")
     assert init.proc.poll() is None
+    assert "waiting for c1" in init.program("x")["reason"]
 
 
 # ---- what is checked before anything is spawned -----------------------------------------------------
