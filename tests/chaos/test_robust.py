@@ -398,3 +398,25 @@ def test_an_internal_error_names_the_innermost_exception_and_its_line(monkeypatc
     assert line.startswith("internal error: KeyError: 'c2' (at ") and __file__ in line, line
     assert "ExceptionGroup" not in line
     assert "Traceback" in capsys.readouterr().err
+
+
+# ---- programs of an init that died without stopping them ------------------------------------------
+
+def test_programs_left_by_a_killed_init_are_stopped_by_the_next(start_init):
+    """Not PID 1, SIGKILLed: its programs lived on for good (PostgreSQL included). The next init
+    on the same socket stops them (their own stop signal) before it spawns anything."""
+    config = """
+        [programs.a]
+        command = ["sleep", "300"]
+    """
+    first = start_init(config)
+    pid = first.wait_state("a", "READY")["pid"]
+    os.kill(first.init_pid, 9)
+    first.proc.wait(10)
+    assert alive(pid)
+    second = start_init(config)
+    second.wait_msg("stopping a program left running by a previous init", program="a")
+    new_pid = second.wait_state("a", "READY")["pid"]
+    wait_until(lambda: not alive(pid), 15, "the leftover to be stopped")
+    assert new_pid != pid
+    assert second.stop() == 0
