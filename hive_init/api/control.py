@@ -304,6 +304,11 @@ async def reload_config(supervisor: "Supervisor") -> dict:
     except ConfigError as e:
         logger.error(f"reload rejected: {e}")
         return _error("invalid_config", str(e))
+    except Exception as e:  # a bug in loading must not end an init whose running config is fine
+        from hive_init.exits import describe_internal_error
+
+        logger.error(f"reload rejected: {describe_internal_error(e)}")
+        return _error("internal", "the config could not be loaded (an internal error: see the init's log)")
     changes = await supervisor.apply(config)
     logger.info("reloaded", **{k: ",".join(v) for k, v in changes.items() if v})
     return {"ok": True, **changes}

@@ -270,9 +270,14 @@ class Supervisor:
         this socket left running, and keep a record of ours (runtime/leftovers.py says why)."""
         if os.getpid() == 1:
             return None
+        from hive_init.api.listen import CannotListen
         from hive_init.runtime import leftovers
 
-        path = leftovers.record_path(self.config.init.control_socket)
+        try:
+            path = leftovers.record_path(self.config.init.control_socket)
+        except CannotListen as e:  # no private directory to keep it in: run, without the record
+            self.log.warning(f"programs are not recorded for cleanup after a crash: {e}")
+            return None
         leftovers.stop_leftovers(path)
         return leftovers.Recorder(path)
 

@@ -36,10 +36,10 @@ def mallory():
         subprocess.run(["userdel", name], check=False)
 
 
-def as_user(user: pwd.struct_passwd, code: str, **kwargs) -> subprocess.Popen:
+def as_user(user: pwd.struct_passwd, code: str, python: str = sys.executable, **kwargs) -> subprocess.Popen:
     """Python code run as `user` (no groups, no capabilities)."""
     return subprocess.Popen(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-                             sys.executable, "-c", code], stdin=subprocess.DEVNULL, **kwargs)
+                             python, "-c", code], stdin=subprocess.DEVNULL, **kwargs)
 
 
 HOLD_CONNECTIONS = """\
@@ -420,3 +420,46 @@ def test_programs_left_by_a_killed_init_are_stopped_by_the_next(start_init):
     wait_until(lambda: not alive(pid), 15, "the leftover to be stopped")
     assert new_pid != pid
     assert second.stop() == 0
+
+
+@needs_root
+def test_the_non_root_default_socket_lives_in_a_directory_of_its_own(open_tmp, mallory):
+    """/tmp/hive-init-UID.sock could be created first by anyone; now the default is in a 0700
+    directory of the user's own, and a directory someone else made is refused."""
+    import shutil
+
+    config = open_tmp / "c.toml"
+    config.write_text('[init]\nhttp = false\n[programs.a]\ncommand = ["sleep", "300"]\n')
+    directory = Path(f"/tmp/hive-init-{mallory.pw_uid}")
+    # the test's interpreter may live under /root: the system one, with this project and its
+    # venv's packages on the path, runs the init as the unprivileged user
+    python = "/usr/bin/python3"
+    site = next(Path(sys.prefix, "lib").glob("python3*/site-packages"), None)
+    if not os.path.exists(python) or site is None or sys.version_info[:2] != (3, 11):
+        pytest.skip("no interpreter another user can run")
+    cwd = str(Path(__file__).resolve().parents[2])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "HIVE_INIT_", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = f"{cwd}:{site}"
+    run = [python, "-m", "hive_init", "run", "-c", str(config)]
+    try:
+        directory.mkdir(mode=0o777)  # squatted by root (someone else), open to all
+        squatted = as_user(mallory, python=python, code=f"import subprocess, sys; sys.exit(subprocess.run({run!r}).returncode)",
+                           env=env, cwd=cwd, stderr=subprocess.PIPE, text=True)
+        _, err = squatted.communicate(timeout=30)
+        assert squatted.returncode == 73 and "is not ours alone" in err, err
+        directory.rmdir()
+        init = as_user(mallory, python=python, code=f"import os; os.execv({python!r}, {run!r})", env=env, cwd=cwd,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            sock = directory / "control.sock"
+            wait_until(sock.exists, 20, "the init's socket in its own directory")
+            assert directory.stat().st_uid == mallory.pw_uid and directory.stat().st_mode & 0o777 == 0o700
+            status = as_user(mallory, python=python, code=f"import subprocess, sys; sys.exit(subprocess.run({[python, '-m', 'hive_init', 'status']!r}).returncode)",
+                             env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)
+            out, _ = status.communicate(timeout=30)
+            assert status.returncode in (0, 1) and "a " in out, out
+        finally:
+            init.terminate()
+            init.wait(30)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
