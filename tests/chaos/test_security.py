@@ -99,9 +99,10 @@ for fd in range(1024):
     except OSError:
         pass
 report = json.dumps({"fds": fds, "stdin": os.readlink("/proc/self/fd/0")})
-if len(sys.argv) > 1:
-    with open(sys.argv[1], "w") as f:
+if len(sys.argv) > 1:  # written whole, then renamed: the test may look at any moment
+    with open(sys.argv[1] + ".new", "w") as f:
         f.write(report)
+    os.replace(sys.argv[1] + ".new", sys.argv[1])
 else:
     print(report, flush=True)
 """
