@@ -46,7 +46,17 @@ async def serve_control(supervisor: "Supervisor", sock: socket.socket, *,
     shedder = Shedder("control socket")
 
     async def client(conn: socket.socket) -> None:
-        await _client(supervisor, await SocketStream.from_socket(conn), limiter)
+        try:
+            stream = await SocketStream.from_socket(conn)
+        except OSError:  # gone already
+            conn.close()
+            return
+        try:
+            await _client(supervisor, stream, limiter)
+        except Exception as e:  # a bug in one request ends that connection, not the init
+            from hive_init.exits import describe_internal_error
+
+            log.get_logger().error(describe_internal_error(e))
 
     task_status.started()
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.util import alive, http_get, unix_request, wait_http, wait_until
-from tests.helpers import ROOT, free_port, needs_root
+from tests.helpers import ROOT, needs_root
 
 HIVE = [sys.executable, "-m", "hive_init"]
 
