@@ -41,7 +41,10 @@ def bind_control(path: str) -> socket.socket:
 async def serve_control(supervisor: "Supervisor", sock: socket.socket, *,
                         task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
     path = supervisor.config.init.control_socket
-    created = os.stat(path, follow_symlinks=False)
+    try:
+        created: os.stat_result | None = os.stat(path, follow_symlinks=False)
+    except OSError:
+        created = None  # removed already by someone: the socket serves on, nothing to unlink at exit
     limiter = anyio.CapacityLimiter(budget(1 / 3, 4, MAX_CLIENTS))
     shedder = Shedder("control socket")
 
@@ -68,8 +71,10 @@ async def serve_control(supervisor: "Supervisor", sock: socket.socket, *,
         _unlink_if_ours(path, created)
 
 
-def _unlink_if_ours(path: str, created: os.stat_result) -> None:
+def _unlink_if_ours(path: str, created: os.stat_result | None) -> None:
     """Remove the socket at exit only if it is still the one we bound (a newer init may own the path)."""
+    if created is None:
+        return
     try:
         now = os.stat(path, follow_symlinks=False)
         if (now.st_dev, now.st_ino) == (created.st_dev, created.st_ino):
