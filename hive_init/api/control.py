@@ -48,12 +48,25 @@ def close_bound(sock: socket.socket, path: str) -> None:
 async def serve_control(supervisor: "Supervisor", sock: socket.socket, *,
                         task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
     path = supervisor.config.init.control_socket
-    created = os.stat(path, follow_symlinks=False)
+    try:
+        created: os.stat_result | None = os.stat(path, follow_symlinks=False)
+    except OSError:
+        created = None  # removed already by someone: the socket serves on, nothing to unlink at exit
     limiter = anyio.CapacityLimiter(budget(1 / 3, 4, MAX_CLIENTS))
     shedder = Shedder("control socket")
 
     async def client(conn: socket.socket) -> None:
-        await _client(supervisor, await SocketStream.from_socket(conn), limiter)
+        try:
+            stream = await SocketStream.from_socket(conn)
+        except OSError:  # gone already
+            conn.close()
+            return
+        try:
+            await _client(supervisor, stream, limiter)
+        except Exception as e:  # a bug in one request ends that connection, not the init
+            from hive_init.exits import describe_internal_error
+
+            log.get_logger().error(describe_internal_error(e))
 
     task_status.started()
     try:
@@ -65,8 +78,10 @@ async def serve_control(supervisor: "Supervisor", sock: socket.socket, *,
         _unlink_if_ours(path, created)
 
 
-def _unlink_if_ours(path: str, created: os.stat_result) -> None:
+def _unlink_if_ours(path: str, created: os.stat_result | None) -> None:
     """Remove the socket at exit only if it is still the one we bound (a newer init may own the path)."""
+    if created is None:
+        return
     try:
         now = os.stat(path, follow_symlinks=False)
         if (now.st_dev, now.st_ino) == (created.st_dev, created.st_ino):
@@ -315,6 +330,11 @@ async def reload_config(supervisor: "Supervisor") -> dict:
     except ConfigError as e:
         logger.error(f"reload rejected: {e}")
         return _error("invalid_config", str(e))
+    except Exception as e:  # a bug in loading must not end an init whose running config is fine
+        from hive_init.exits import describe_internal_error
+
+        logger.error(f"reload rejected: {describe_internal_error(e)}")
+        return _error("internal", "the config could not be loaded (an internal error: see the init's log)")
     changes = await supervisor.apply(config)
     logger.info("reloaded", **{k: ",".join(v) for k, v in changes.items() if v})
     return {"ok": True, **changes}

@@ -76,6 +76,10 @@ async def serve_http(supervisor: "SupervisorView", sock: socket.socket, *,
             open_connections += 1
             try:
                 await _serve_connection(h11, supervisor, conn, waiting)
+            except Exception as e:  # a bug in one connection ends that connection, not the init
+                from hive_init.exits import describe_internal_error
+
+                log.get_logger().error(describe_internal_error(e))
             finally:
                 open_connections -= 1
         finally:

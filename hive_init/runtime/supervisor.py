@@ -95,6 +95,7 @@ class Supervisor:
         self.log.info("starting", config=self.config.path, programs=len(self.programs), pid=os.getpid())
         # what can fail without anything running fails here: the socket taken, the port in use
         sockets = self._bind_endpoints()
+        recorder = self._stop_leftovers()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -104,12 +105,16 @@ class Supervisor:
                     self._launch(self.programs[name])
                 await self._start_endpoints(tg, sockets)
                 tg.start_soon(self._watch_critical)
+                if recorder is not None:
+                    tg.start_soon(self._record_running, recorder)
                 await self._shutdown.wait()
                 await self._stop_all()
                 tg.cancel_scope.cancel()
         except BaseException:
             self._kill_left()
             raise
+        if recorder is not None and all(p.pid is None for p in self.programs.values()):
+            recorder.close()
         self.log.info("exited", status=self.exit_status, reason=self.shutdown_reason,
                       zombies_reaped=self.reaper.reaped_total)
         return self.exit_status
@@ -286,6 +291,27 @@ class Supervisor:
         except Exception as e:
             self.log.error(exits.describe_internal_error(e))
             self.request_shutdown(f"internal error in the {endpoint.name}", exits.SOFTWARE)
+
+    def _stop_leftovers(self) -> Any:
+        """Not PID 1 (whose death ends everything in its namespace): stop what a previous init on
+        this socket left running, and keep a record of ours (runtime/leftovers.py says why)."""
+        if os.getpid() == 1:
+            return None
+        from hive_init.api.listen import CannotListen
+        from hive_init.runtime import leftovers
+
+        try:
+            path = leftovers.record_path(self.config.init.control_socket)
+        except CannotListen as e:  # no private directory to keep it in: run, without the record
+            self.log.warning(f"programs are not recorded for cleanup after a crash: {e}")
+            return None
+        leftovers.stop_leftovers(path)
+        return leftovers.Recorder(path)
+
+    async def _record_running(self, recorder: Any) -> None:
+        while True:
+            recorder.update(self.programs)
+            await self.board.next_change()
 
     def _kill_left(self) -> None:
         """The last resort when the supervisor itself fails: no program outlives it unstopped."""

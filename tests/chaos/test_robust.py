@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.util import alive, http_get, unix_request, wait_http, wait_until
-from tests.helpers import ROOT, free_port, needs_root
+from tests.helpers import ROOT, needs_root
 
 HIVE = [sys.executable, "-m", "hive_init"]
 
@@ -36,10 +36,10 @@ def mallory():
         subprocess.run(["userdel", name], check=False)
 
 
-def as_user(user: pwd.struct_passwd, code: str, **kwargs) -> subprocess.Popen:
+def as_user(user: pwd.struct_passwd, code: str, python: str = sys.executable, **kwargs) -> subprocess.Popen:
     """Python code run as `user` (no groups, no capabilities)."""
     return subprocess.Popen(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-                             sys.executable, "-c", code], stdin=subprocess.DEVNULL, **kwargs)
+                             python, "-c", code], stdin=subprocess.DEVNULL, **kwargs)
 
 
 HOLD_CONNECTIONS = """\
@@ -272,33 +272,29 @@ def test_a_reload_of_100000_dotted_keys_does_not_stall_the_loop(start_init):
 
 # ---- the reload race --------------------------------------------------------------------------------
 
-def test_reload_changing_two_dependencies_of_a_running_program(start_init):
-    """x depends on c1 and c2; both change: _apply deleted c2 from the shared map while awaiting
-    c1's stop, and x's dependency check raised KeyError('c2') (exit 70)."""
-    config = """
+def test_reload_changing_two_dependencies_of_a_waiting_program(start_init):
+    """x waits for c1 (never ready) and c2; both change: _apply deleted c2 from the shared map
+    while awaiting c1's stop, and x's dependency check raised KeyError('c2') (exit 70)."""
+    init = start_init("""
         [programs.c1]
-        command = ["sleep", "301"]
-        stop_timeout = "2s"
+        command = ["sh", "-c", "trap 'sleep 0.5; exit 0' TERM; sleep 301 & wait"]
+        readiness = { exec = ["false"], period = "0.2s" }
         [programs.c2]
         command = ["sleep", "302"]
         [programs.x]
         command = ["sleep", "303"]
         depends_on = ["c1", "c2"]
-    """
-    init = start_init(config)
-    init.wait_state("x", "READY")
-    text = init.config_path.read_text()
-    # c1 takes a while to stop (ignores TERM for a moment), so x looks both up meanwhile
-    text = text.replace('command = ["sleep", "301"]', 'command = ["sh", "-c", "trap \\"sleep 0.5; exit 0\\" TERM; sleep 311 & wait"]')
-    text = text.replace('command = ["sleep", "302"]', 'command = ["sleep", "312"]')
+    """)
+    init.wait_state("c2", "READY")
+    wait_until(lambda: "waiting for c1" in (init.program("x")["reason"] or ""), 20, "x to wait for c1")
+    text = init.config_path.read_text().replace("sleep 301", "sleep 311").replace('"302"', '"312"')
     init.config_path.write_text(text)
     result = init.ctl("reload", timeout=60)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, (result.stdout, result.stderr, init.raw[-10:])
     assert "changed: c1, c2" in result.stdout
-    init.wait_state("c1", "READY")
     init.wait_state("c2", "READY")
-    init.wait_state("x", "READY")
     assert init.proc.poll() is None
+    assert "waiting for c1" in init.program("x")["reason"]
 
 
 # ---- what is checked before anything is spawned -----------------------------------------------------
@@ -402,3 +398,68 @@ def test_an_internal_error_names_the_innermost_exception_and_its_line(monkeypatc
     assert line.startswith("internal error: KeyError: 'c2' (at ") and __file__ in line, line
     assert "ExceptionGroup" not in line
     assert "Traceback" in capsys.readouterr().err
+
+
+# ---- programs of an init that died without stopping them ------------------------------------------
+
+def test_programs_left_by_a_killed_init_are_stopped_by_the_next(start_init):
+    """Not PID 1, SIGKILLed: its programs lived on for good (PostgreSQL included). The next init
+    on the same socket stops them (their own stop signal) before it spawns anything."""
+    config = """
+        [programs.a]
+        command = ["sleep", "300"]
+    """
+    first = start_init(config)
+    pid = first.wait_state("a", "READY")["pid"]
+    os.kill(first.init_pid, 9)
+    first.proc.wait(10)
+    assert alive(pid)
+    second = start_init(config)
+    second.wait_msg("stopping a program left running by a previous init", program="a")
+    new_pid = second.wait_state("a", "READY")["pid"]
+    wait_until(lambda: not alive(pid), 15, "the leftover to be stopped")
+    assert new_pid != pid
+    assert second.stop() == 0
+
+
+@needs_root
+def test_the_non_root_default_socket_lives_in_a_directory_of_its_own(open_tmp, mallory):
+    """/tmp/hive-init-UID.sock could be created first by anyone; now the default is in a 0700
+    directory of the user's own, and a directory someone else made is refused."""
+    import shutil
+
+    config = open_tmp / "c.toml"
+    config.write_text('[init]\nhttp = false\n[programs.a]\ncommand = ["sleep", "300"]\n')
+    directory = Path(f"/tmp/hive-init-{mallory.pw_uid}")
+    # the test's interpreter may live under /root: the system one, with this project and its
+    # venv's packages on the path, runs the init as the unprivileged user
+    python = "/usr/bin/python3"
+    site = next(Path(sys.prefix, "lib").glob("python3*/site-packages"), None)
+    if not os.path.exists(python) or site is None or sys.version_info[:2] != (3, 11):
+        pytest.skip("no interpreter another user can run")
+    cwd = str(Path(__file__).resolve().parents[2])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "HIVE_INIT_", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = f"{cwd}:{site}"
+    run = [python, "-m", "hive_init", "run", "-c", str(config)]
+    try:
+        directory.mkdir(mode=0o777)  # squatted by root (someone else), open to all
+        squatted = as_user(mallory, python=python, code=f"import subprocess, sys; sys.exit(subprocess.run({run!r}).returncode)",
+                           env=env, cwd=cwd, stderr=subprocess.PIPE, text=True)
+        _, err = squatted.communicate(timeout=30)
+        assert squatted.returncode == 73 and "is not ours alone" in err, err
+        directory.rmdir()
+        init = as_user(mallory, python=python, code=f"import os; os.execv({python!r}, {run!r})", env=env, cwd=cwd,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            sock = directory / "control.sock"
+            wait_until(sock.exists, 20, "the init's socket in its own directory")
+            assert directory.stat().st_uid == mallory.pw_uid and directory.stat().st_mode & 0o777 == 0o700
+            status = as_user(mallory, python=python, code=f"import subprocess, sys; sys.exit(subprocess.run({[python, '-m', 'hive_init', 'status']!r}).returncode)",
+                             env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)
+            out, _ = status.communicate(timeout=30)
+            assert status.returncode in (0, 1) and "a " in out, out
+        finally:
+            init.terminate()
+            init.wait(30)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
