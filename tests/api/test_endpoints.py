@@ -5,7 +5,6 @@ import os
 import socket
 import stat
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
@@ -14,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 
 
 def get(init, path, method="GET"):
@@ -116,13 +115,8 @@ def test_liveness_failure_restarts_the_program(start_init, tmp_path):
     alive.unlink()
     init.wait_for(lambda e: e.get("target") == "app" and "liveness probe failed 2 times" in e["msg"], what="liveness")
     alive.touch()
-    deadline = time.monotonic() + 20
-    while True:
-        app = init.program("app")
-        if app["state"] == "READY" and app["pid"] != first:
-            break
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    app = wait_until(lambda: (p := init.program("app"))["state"] == "READY" and p["pid"] != first and p, 20,
+                     "a new, ready app process")
     assert app["restarts"] == 1
 
 

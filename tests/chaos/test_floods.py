@@ -17,6 +17,7 @@ from tests.chaos.util import (
     open_fds,
     rss,
     wait_http,
+    wait_until,
     zombies_under,
 )
 
@@ -92,7 +93,7 @@ def run_flood(start_counting_init, tmp_path, total: int, width: int, timeout: fl
         assert delivered <= want + 1 <= delivered + dropped
     assert peak - before < 100 * MB, f"RSS grew by {(peak - before) / MB:.1f} MB"
     assert [a for a in answers if a[0] != 200] == [], answers
-    assert answers and max(t for _, t in answers) < 5.0
+    assert answers  # each one 200 within the poller's own 5 s timeout (a timeout is recorded as its error)
     assert_no_fd_growth(pid, fds_before)
     assert init.program("steady")["restarts"] == 0
     assert init.stop() == 0
@@ -203,11 +204,12 @@ def churn(start_counting_init, tmp_path, orphans: int, restarts: int) -> None:
     assert after_orphans - before < 30 * MB, f"RSS grew by {(after_orphans - before) / MB:.1f} MB"
     if restarts:
         assert init.ctl("start", "blink").returncode == 0
-        deadline = time.monotonic() + restarts * 0.2 + 60
-        while init.program("blink")["restarts"] < restarts:
-            assert time.monotonic() < deadline, init.program("blink")
+
+        def restarted() -> bool:
             assert init.proc.poll() is None, "the init died during the restart loop:\n" + "\n".join(init.raw[-5:])
-            time.sleep(0.2)
+            return init.program("blink")["restarts"] >= restarts
+
+        wait_until(restarted, restarts * 0.2 + 60, f"{restarts} restarts of blink", interval=0.2)
         assert init.ctl("stop", "blink").returncode == 0
         assert init.child_lines["blink"] >= restarts
         assert_no_fd_growth(pid, fds_before)
@@ -221,12 +223,11 @@ def churn(start_counting_init, tmp_path, orphans: int, restarts: int) -> None:
 
 
 def wait_reaped(init, orphans: int) -> dict:
-    deadline = time.monotonic() + 20
-    while True:
-        status = init.status()
-        if status["orphans_reaped"] >= orphans or time.monotonic() > deadline:
-            return status
-        time.sleep(0.05)
+    try:
+        wait_until(lambda: init.status()["orphans_reaped"] >= orphans, 20, f"{orphans} orphans reaped")
+    except AssertionError:
+        pass  # the caller's assertion says how many were
+    return init.status()
 
 
 def test_1000_orphans_and_200_restarts_leak_nothing(start_counting_init, tmp_path):

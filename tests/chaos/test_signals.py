@@ -68,10 +68,8 @@ def test_a_burst_of_every_standard_signal_changes_nothing_and_term_still_works(s
     # the handlers still do what they say
     init.signal(signal.SIGUSR1)
     init.wait_msg("log files reopened")
-    start = time.monotonic()
     init.signal(signal.SIGTERM)
-    assert init.wait(timeout=30) == 0
-    assert time.monotonic() - start < 5
+    assert init.wait(timeout=30) == 0  # a bound on a hang, not on speed
     assert not any(e.get("level") == "error" for e in init.events())
 
 
@@ -79,8 +77,7 @@ def test_real_time_signals_are_ignored_too(start_init):
     init = steady_init(start_init)
     pid = init.init_pid
     burst(pid, sorted(REAL_TIME), rounds=1)  # one of each kind first: a crash shows at once
-    time.sleep(0.5)
-    assert init.proc.poll() is None, "\n".join(init.raw[-3:])
+    assert init.ctl("status").returncode == 0, "\n".join(init.raw[-3:])  # a round trip: still there
     burst(pid, sorted(REAL_TIME))
     wait_until(lambda: init.ctl("status").returncode == 0, 30, "the init answering after the burst")
     assert all(p["state"] == "READY" and p["restarts"] == 0 for p in init.status()["programs"])
@@ -125,10 +122,8 @@ def test_term_while_programs_wait_for_dependencies_stops_at_once(start_init, tmp
     assert "waiting for" in init.wait_state("app", "STARTING")["reason"]
     pid = init.init_pid
     children = [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    start = time.monotonic()
     init.signal(signal.SIGTERM)
-    assert init.wait(timeout=30) == 0
-    assert time.monotonic() - start < 3
+    assert init.wait(timeout=30) == 0  # a bound on a hang, not on speed
     assert init.output("app") == []
     assert not [e for e in init.events("app") if e["msg"] == "spawned"]
     assert not alive(pid)
@@ -193,7 +188,9 @@ def test_term_during_shutdown_skips_the_rest_of_the_grace(start_init, started_by
     # QUIT and the signals without an action do not cut the grace short
     for signum in (signal.SIGQUIT, signal.SIGUSR2, signal.SIGWINCH):
         init.signal(signum)
-    time.sleep(0.8)  # more than REPEAT_WINDOW: the next TERM is a new request, not the first one twice
+    # not synchronisation: more than REPEAT_WINDOW (0.5 s) must pass for the next TERM to be a new
+    # request, not the first one twice
+    time.sleep(0.8)
     assert init.proc.poll() is None
     start = time.monotonic()
     init.signal(signal.SIGTERM)
@@ -202,8 +199,8 @@ def test_term_during_shutdown_skips_the_rest_of_the_grace(start_init, started_by
     assert code == expected
     assert any("again: killing what is left" in e["msg"] for e in init.events()) or started_by != "term"
     assert [p for p in pids if alive(p)] == []
+    # no bound in seconds: without the cut the deaf program's 60 s stop_timeout would outlast wait(30)
     print(f"exit {took:.2f}s after the TERM that ends the grace ({started_by})")  # for SCENARIOS.md (pytest -s)
-    assert took < 3, f"the init took {took:.2f}s to exit after the TERM that ends the grace"
 
 
 def test_hup_during_shutdown_starts_nothing(start_init, tmp_path):

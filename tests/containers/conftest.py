@@ -17,10 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CAPTURE = bool(os.environ.get("HIVE_CAPTURE_FIXTURES"))
 
-# what the images are built from (Dockerfile.base COPYs pyproject.toml, README.md, .gitignore and
-# hive_init; the service images add images/app and their configs). README.md and .gitignore are
-# only package metadata: left out, so that editing the docs does not cost a rebuild.
-BASE_INPUTS = ("Dockerfile.base", "pyproject.toml", "hive_init", "images/base")
+# what the images are built from (Dockerfile.base COPYs images/base/requirements.txt, pyproject.toml,
+# README.md, .gitignore, hive_init and hive_containers; the service images add images/app and their
+# configs). README.md and .gitignore are only package metadata: left out, so that editing the docs
+# does not cost a rebuild.
+BASE_INPUTS = ("Dockerfile.base", "pyproject.toml", "hive_init", "hive_containers", "images/base")
 SERVICE_INPUTS = {
     "genie": ("images/genie", "images/app", "configs/genie.toml", "configs/postgresql.conf", "configs/pg_hba.conf"),
     "agent": ("images/agent", "images/app", "configs/agent.toml", "configs/postgresql.conf", "configs/pg_hba.conf"),

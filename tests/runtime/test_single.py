@@ -4,11 +4,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 
 RUN = [sys.executable, "-m", "hive_init", "run", "--"]
 
@@ -67,9 +66,8 @@ def test_a_pipeline_in_the_childs_group_all_ends_on_term(tmp_path):
     pipeline = int(pids.read_text())
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(20) == 128 + signal.SIGTERM
-    time.sleep(0.1)
-    leftovers = subprocess.run(["pgrep", "-f", "sleep 30[01]"], capture_output=True, text=True).stdout.split()
-    assert str(pipeline) not in leftovers
+    wait_until(lambda: str(pipeline) not in subprocess.run(["pgrep", "-f", "sleep 30[01]"], capture_output=True,
+                                                           text=True).stdout.split(), 10, "the pipeline to end")
 
 
 def test_rewrite_one_signal_into_another_or_drop_it():
