@@ -29,8 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                   "hive_init.runtime.*")),
     ("postgres", ("hive_init.postgres",)),
     ("api", ("hive_init.api",)),
-    ("cli", ("hive_init.cli", "hive_init.__main__", "hive_init.ctl", "hive_init.healthcheck", "hive_init.convert", "hive_init.supervisorctl",
-             "hive_init.containers")),
+    ("cli", ("hive_init.cli", "hive_init.__main__", "hive_init.ctl", "hive_init.healthcheck", "hive_init.convert",
+             "hive_init.supervisorctl")),
 ]
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
@@ -128,7 +128,7 @@ def test_no_import_cycles() -> None:
     ("hive_init.exits", "leaf"), ("hive_init.config.loader", "config"), ("hive_init.runtime.kind", "runtime core"),
     ("hive_init.health.probes", "health"), ("hive_init.runtime.supervisor", "programs"),
     ("hive_init.runtime.something_new", "programs"), ("hive_init.postgres.kind", "postgres"),
-    ("hive_init.api.control", "api"), ("hive_init.cli", "cli"), ("hive_init.containers.engine", "cli"),
+    ("hive_init.api.control", "api"), ("hive_init.cli", "cli"), ("hive_init.convert.supervisord", "cli"),
     ("hive_init.something_new", "leaf"),
 ])
 def test_layer_of(module: str, layer: str) -> None:
