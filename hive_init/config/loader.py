@@ -261,12 +261,13 @@ def _environment(t: Table) -> tuple[tuple[str, str], ...]:
 
 
 def _passthrough(t: Table, default: tuple[str, ...]) -> tuple[str, ...]:
-    """Names (or `PREFIX*` patterns) of hive-init's own variables that a program gets."""
+    """Names (or `PREFIX*` patterns; `*` alone: every variable whose name does not say secret) of
+    hive-init's own variables that a program gets."""
     names = t.string_list("environment_passthrough", default, allow_empty=True)
     for name in names:
         bare = name[:-1] if name.endswith("*") else name
-        if not bare or "=" in bare or "*" in bare or "\0" in bare:
-            raise t.error("environment_passthrough", f"{name!r} is not a variable name or a NAME* prefix")
+        if (not bare and name != "*") or "=" in bare or "*" in bare or "\0" in bare:
+            raise t.error("environment_passthrough", f"{name!r} is not a variable name, a NAME* prefix or \"*\"")
     return tuple(names)
 
 

@@ -81,7 +81,16 @@ class Context:
 
 # ---- the overrides, applied on every boot ---------------------------------------------------------
 
-def apply_overrides(ctx: Context, data_dir: str) -> None:
+async def apply_overrides(ctx: Context, data_dir: str) -> None:
+    """In a worker thread (it reads and writes the postgres user's files); what it has to say is
+    logged here, on the loop (the log sink is not for threads)."""
+    notes: list[tuple[str, str]] = []
+    await anyio.to_thread.run_sync(_apply_overrides, ctx, data_dir, notes)
+    for level, message in notes:
+        getattr(ctx.log, level)(message)
+
+
+def _apply_overrides(ctx: Context, data_dir: str, notes: list[tuple[str, str]]) -> None:
     """conf_file: an `include_if_exists` line at the end of postgresql.conf (ours are marked, so
     a changed or removed conf_file is followed); hba_file: copied over pg_hba.conf."""
     pg = ctx.pg
@@ -93,7 +102,7 @@ def apply_overrides(ctx: Context, data_dir: str) -> None:
     kept = [line for line in lines if not line.endswith(CONF_MARK)]
     if pg.conf_file is not None:
         if not os.path.isfile(pg.conf_file):
-            ctx.log.warning(f"conf_file {pg.conf_file} does not exist (yet): PostgreSQL skips it")
+            notes.append(("warning", f"conf_file {pg.conf_file} does not exist (yet): PostgreSQL skips it"))
         elif not ownership.readable_by(pg.conf_file, ctx.run_as):
             raise PrepareError(f"conf_file {pg.conf_file} is not readable by user "
                                f"{ctx.run_as.user if ctx.run_as else os.geteuid()} (PostgreSQL reads it)")
@@ -114,7 +123,7 @@ def apply_overrides(ctx: Context, data_dir: str) -> None:
             current = None  # a link or a FIFO in its place: replaced below
         if current != wanted:
             _replace(hba, wanted)
-            ctx.log.info(f"pg_hba.conf replaced by hba_file {pg.hba_file}")
+            notes.append(("info", f"pg_hba.conf replaced by hba_file {pg.hba_file}"))
 
 
 def _replace(path: str, text: str) -> None:
@@ -187,7 +196,7 @@ async def _build(ctx: Context, data_dir: str, staging: str) -> list[str]:
     private = await anyio.to_thread.run_sync(_private_dir, data_dir, ctx.run_as)
     try:
         await _initdb(ctx, staging, private)
-        await anyio.to_thread.run_sync(apply_overrides, ctx, staging)
+        await apply_overrides(ctx, staging)
         failure: Exception | None = None
         scripts: list[str] = []
         async with anyio.create_task_group() as tg:  # the temporary server's output pump

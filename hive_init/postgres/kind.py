@@ -73,7 +73,7 @@ class PostgresKind(Kind):
         if changed:
             self.log.info(f"data_dir: {changed} entries given to user {run_as.user if run_as else os.geteuid()}")
         await anyio.to_thread.run_sync(self._check_version)
-        await anyio.to_thread.run_sync(firstboot.apply_overrides, self._context(run_as), pg.data_dir)
+        await firstboot.apply_overrides(self._context(run_as), pg.data_dir)
         # a live server of this data directory that no one supervises is stopped (immediate
         # shutdown); a stale postmaster.pid is removed; then stray backends of a dead one are ended
         canonical = await anyio.to_thread.run_sync(layout.canonical_path, pg.data_dir)
