@@ -122,17 +122,30 @@ def remove_tree(path: str) -> None:
     shutil.rmtree(path)
 
 
+def _open_staging(path: str) -> int:
+    """The staging directory by descriptor, not through a link: it sits in a directory that
+    PostgreSQL's user can write, and root renames and writes inside it."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
 def write_marker(directory: str, details: dict) -> None:
-    path = os.path.join(directory, MARKER)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with open(fd, "w", encoding="utf-8") as f:
-        json.dump(details, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
-    fsync_dir(directory)
+    dir_fd = _open_staging(directory)
+    try:
+        tmp = MARKER + ".tmp"
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        with open(fd, "w", encoding="utf-8") as f:
+            json.dump(details, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, MARKER, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def fsync_dir(path: str) -> None:
@@ -156,20 +169,37 @@ def commit_sibling(staging: str, data_dir: str) -> None:
 
 def roll_forward(staging: str, data_dir: str) -> None:
     """Move a complete staging directory's entries into data_dir: PG_VERSION second to last, the
-    marker last, so an interrupted move is never mistaken for a finished cluster."""
-    names = os.listdir(staging)
+    marker last, so an interrupted move is never mistaken for a finished cluster. By the two
+    directories' descriptors: a staging directory swapped for a link cannot make root move
+    files out of another directory."""
+    src = _open_staging(staging)
+    try:
+        dst = securefs.open_directory(data_dir)
+        try:
+            _roll_forward(src, dst, data_dir)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    os.rmdir(staging)
+
+
+def _roll_forward(src: int, dst: int, data_dir: str) -> None:
+    names = os.listdir(src)
     late = [n for n in ("PG_VERSION", MARKER) if n in names]
     for name in [n for n in names if n not in late] + late:
         if name in late:
             fsync_dir(data_dir)  # everything before it is in place first
-        target = os.path.join(data_dir, name)
-        if os.path.lexists(target):
+        try:
+            st = os.stat(name, dir_fd=dst, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
             # moved by an interrupted earlier roll-forward of this same staging? Only our own
             # staging's names can be here (survey refused anything else), so replace it
-            if os.path.isdir(target) and not os.path.islink(target):
-                remove_tree(target)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=dst)
             else:
-                os.unlink(target)
-        os.rename(os.path.join(staging, name), target)
+                os.unlink(name, dir_fd=dst)
+        os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)
     fsync_dir(data_dir)
-    os.rmdir(staging)

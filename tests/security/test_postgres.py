@@ -180,3 +180,29 @@ def test_postgres_cannot_steer_the_ownership_walk_to_a_root_file(open_dir, postg
         st = (victims / name).stat()
         assert st.st_uid == 0, f"root's {name} was given to postgres"
     assert snapshot(victims / names[0]) == before
+
+
+def test_a_staging_directory_swapped_for_a_link_moves_nothing_of_roots(open_dir, postgres):
+    """A complete staging directory is rolled forward by root, entry by entry. `postgres` owns
+    the data directory it sits in, and swaps it for a link to a directory of root's between the
+    survey and the move (here: the race already won): before the fix root listed and renamed
+    the link's target's files into the data directory (where the ownership walk then gives them
+    to postgres)."""
+    from hive_init.postgres import layout
+
+    victims = open_dir / "root-only"
+    victim = victim_file(victims)
+    (victims / layout.MARKER).write_text("{}")
+    before = snapshot(victim)
+    data = open_dir / "data"
+    data.mkdir(mode=0o700)
+    os.chown(data, postgres.uid, postgres.gid)
+    staging = data / (layout.INNER_PREFIX + "swapped")
+    planted = postgres.run(["ln", "-s", str(victims), str(staging)])
+    assert planted.returncode == 0, planted.stderr
+    try:
+        layout.roll_forward(str(staging), str(data))
+    except OSError:
+        pass  # refused: a link where the staging directory was
+    assert victim.exists() and snapshot(victim) == before
+    assert not (data / "victim").exists()
