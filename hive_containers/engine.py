@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hive_containers import state
 from hive_containers.compose import Service
-from hive_init.redact import Redactor
+from hive_init.redact import Redactor, is_secret_name
 
 ENGINES = ("docker", "podman")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -60,8 +60,7 @@ class Result:
 def secret_redactor(env: Mapping[str, str]) -> Redactor:
     """Masks the values of *PASSWORD*/*SECRET*/*TOKEN*/*API_KEY* variables (compose puts them on
     podman's command line, and error output may show it)."""
-    words = ("PASSWORD", "SECRET", "TOKEN", "API_KEY")
-    return Redactor(v for k, v in env.items() if any(w in k.upper() for w in words) and len(v) >= 4)
+    return Redactor(v for k, v in env.items() if is_secret_name(k) and len(v) >= 4)
 
 
 class Engine:

@@ -114,7 +114,7 @@ class Renderer:
         self.colors: dict[str, str] = {}
 
     def line(self, source: str, stream: str, text: str) -> str:
-        text = redact.redact(text)
+        """`text` is redacted already (child_line, or Output.emit for every sink at once)."""
         if self.json:
             return json.dumps({"ts": _now(), "program": source, "stream": stream, "msg": text}, ensure_ascii=False)
         return f"{self._prefix(source)}{text}"
@@ -198,6 +198,11 @@ def configure(fmt: str = "auto", level: str = "info", names: tuple[str, ...] = (
 
 
 def child_line(program: str, stream: str, text: str) -> None:
+    sink.write(renderer.line(program, stream, redact.redact(text)))
+
+
+def redacted_child_line(program: str, stream: str, text: str) -> None:
+    """For a line that went through redact.redact() already."""
     sink.write(renderer.line(program, stream, text))
 
 

@@ -3,6 +3,17 @@
 import re
 from collections.abc import Iterable
 
+# The one list of what names a secret, for the whole project: variables and config keys whose
+# name contains one of these hold a secret (config expansion remembers their values, children
+# never get them through environment_passthrough's patterns, key=value text is masked).
+SECRET_WORDS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "PRIVATE_KEY")
+SECRET_NAME = re.compile("|".join(SECRET_WORDS), re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    return SECRET_NAME.search(name) is not None
+
+
 # scheme://user:password@host → scheme://user:***@host
 _URL_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
 # PASSWORD=..., "password": "...", password '...' in key/value shaped text
@@ -12,6 +23,11 @@ _KEY_VALUE = re.compile(
     r"(?!\$\{)(?P<value>[^\s\"',;&]+)",
     re.IGNORECASE,
 )
+# a SCRAM verifier (what PostgreSQL stores, and what `log_statement` shows of ALTER ROLE …
+# PASSWORD): enough to log in by replaying it against a server that trusts it, never shown
+_SCRAM = re.compile(r"SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+")
+# PASSWORD '…' in SQL (CREATE/ALTER ROLE/USER, in a statement log line), '' escapes included
+_SQL_PASSWORD = re.compile(r"(?P<key>\bPASSWORD\s+)(?:E?'(?:[^']|'')*'|\$\$.*?\$\$)", re.IGNORECASE)
 MASK = "***"
 
 
@@ -26,6 +42,10 @@ class Redactor:
                 text = text.replace(secret, MASK)
         if "://" in text:
             text = _URL_CREDENTIALS.sub(rf"\g<head>{MASK}@", text)
+        if "SCRAM-SHA-256$" in text:
+            text = _SCRAM.sub(MASK, text)
+        if ("ASSWORD" in text or "assword" in text) and "'" in text or "$$" in text:
+            text = _SQL_PASSWORD.sub(lambda m: m.group("key") + "'" + MASK + "'", text)
         if "ass" in text or "ecret" in text or "oken" in text or "pi_key" in text or "PASS" in text:
             text = _KEY_VALUE.sub(lambda m: m.group("key") + (m.group("value") if m.group("value") == MASK else MASK), text)
         return text

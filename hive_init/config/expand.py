@@ -10,8 +10,9 @@ import re
 import stat
 from collections.abc import Mapping
 
+from hive_init.redact import SECRET_NAME  # the one list of secret names, kept with the redactor
+
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
-SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY", re.IGNORECASE)
 
 
 class UnsetVariable(ValueError):

@@ -2,7 +2,7 @@
 to a `[programs.NAME]` table and how to read them; the loader knows no kind by name.
 hive_init.postgres registers `kind = "postgres"` when the CLI wires the layers together."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ class ConfigKind:
     fields: Callable[[], frozenset[str]]
     # reads them: (the kind's options for ProgramSpec.options, defaults for common fields:
     # user, stop_signal, readiness). What it leaves unread the loader reports as unknown.
-    parse: Callable[[Table, set[str]], tuple[Any, dict[str, Any]]]
+    parse: Callable[[Table, set[str], Mapping[str, str]], tuple[Any, dict[str, Any]]]
     # why `command` is refused: the kind builds its own
     own_command: str
     # the kind's own probe (`NAME = true` in a probe table), with its default (period, timeout)

@@ -15,8 +15,9 @@ from hive_init.config.errors import ConfigError
 from hive_init.config.expand import UnsetVariable, expand, read_regular_file
 from hive_init.config.fields import PROGRAM_NAME_RULE, Table, valid_program_name
 from hive_init.config.graph import find_cycle
+from hive_init.config.model import DEFAULT_PASSTHROUGH, Backoff, Config, InitSpec, LogFile, Probe, ProgramSpec, RunAs
 from hive_init.paths import default_socket_path
-from hive_init.config.model import Backoff, Config, InitSpec, LogFile, Probe, ProgramSpec, RunAs
+from hive_init.redact import Redactor
 
 CONDITIONS = ("started", "ready", "completed")
 MAX_CONFIG = 4 * 1024 * 1024  # bytes: real configs are a few KB; bounds what a reload reads
@@ -39,21 +40,27 @@ def load(path: str, env: Mapping[str, str] | None = None) -> Config:
 def loads(text: str, path: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     # Hostile input gets the one-line error too, never a traceback: nesting deeper than Python's
     # recursion (tomllib and the walks below recurse), or more than memory allows.
+    secrets: set[str] = set()
     try:
-        return _loads(text, path, env)
+        return _loads(text, path, os.environ if env is None else env, secrets)
     except RecursionError:
         raise ConfigError(path, "nested too deeply") from None
     except MemoryError:
         raise ConfigError(path, "too large to load") from None
+    except ConfigError as e:
+        # an error may quote a value (`no such user '…'`): never one that came from a secret
+        if any(s and s in e.message for s in secrets):
+            redactor = Redactor(secrets)
+            raise ConfigError(e.where, redactor(e.message)) from None
+        raise
 
 
-def _loads(text: str, path: str, env: Mapping[str, str] | None) -> Config:
+def _loads(text: str, path: str, env: Mapping[str, str], secrets: set[str]) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, f"invalid TOML: {e}") from None
-    secrets: set[str] = set()
-    raw = _expand_all(raw, path, "", os.environ if env is None else env, secrets)
+    raw = _expand_all(raw, path, "", env, secrets)
     top = Table(raw, path, "")
     init = _init(top.table("init", {}) or Table({}, path, "init"))
     programs_table = top.table("programs", {})
@@ -61,7 +68,7 @@ def _loads(text: str, path: str, env: Mapping[str, str] | None) -> Config:
     assert programs_table is not None
     programs: dict[str, ProgramSpec] = {}
     for name in programs_table.data:
-        programs[name] = _program(name, programs_table.table(name), secrets)
+        programs[name] = _program(name, programs_table.table(name), secrets, env, init)
     if not programs:
         raise ConfigError(path, "programs: no program is configured (add a [programs.NAME] table)")
     for spec in programs.values():
@@ -87,7 +94,8 @@ def _expand_all(value: Any, path: str, where: str, env: Mapping[str, str], secre
     return value
 
 
-_INIT_FIELDS = {"shutdown_timeout", "log_format", "log_level", "http", "control_socket", "output_buffer_lines"}
+_INIT_FIELDS = {"shutdown_timeout", "log_format", "log_level", "http", "control_socket", "output_buffer_lines",
+                "environment_passthrough"}
 
 
 def _init(t: Table) -> InitSpec:
@@ -106,6 +114,7 @@ def _init(t: Table) -> InitSpec:
         http=address,
         control_socket=t.string("control_socket", "") or default_socket_path(),
         output_buffer_lines=t.integer("output_buffer_lines", 1000, minimum=1, maximum=1_000_000),
+        environment_passthrough=_passthrough(t, DEFAULT_PASSTHROUGH),
     )
     t.done()
     return spec
@@ -124,11 +133,11 @@ _COMMON = {
     "oneshot", "autostart", "restart", "exit_codes", "backoff", "max_restarts", "restart_window", "critical",
     "start_seconds", "start_retries",
     "stop_signal", "stop_timeout", "kill_group", "log_file", "log_file_max_size", "log_file_backups",
-    "readiness", "liveness", "memory_limit", "memory_limit_for", "oom_score_adj",
+    "readiness", "liveness", "memory_limit", "memory_limit_for", "oom_score_adj", "environment_passthrough",
 }
 
 
-def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
+def _program(name: str, t: Table | None, secrets: set[str], env: Mapping[str, str], init: InitSpec) -> ProgramSpec:
     assert t is not None
     own_kind = kinds.get(t.data.get("kind"))  # None: command, or a kind choice() rejects below
     kind_fields = own_kind.fields() if own_kind is not None else frozenset()
@@ -142,7 +151,7 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
     options: Any = None
     if own_kind is not None:
         # the kind reads its own fields; what it leaves unread is caught by done() below
-        options, defaults = own_kind.parse(t, secrets)
+        options, defaults = own_kind.parse(t, secrets, env)
         command: tuple[str, ...] = ()
         if t.has("command"):
             raise t.error("command", own_kind.own_command)
@@ -155,6 +164,8 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
     if oneshot and t.has("start_retries"):
         raise t.error("start_retries", "a oneshot is meant to exit: failed starts are counted for long-running programs only")
     log_path = t.string("log_file", None)
+    if log_path and not os.path.isabs(log_path):  # beside the config, not wherever the init was started
+        log_path = os.path.join(os.path.dirname(os.path.abspath(t.file)), log_path)
     spec = ProgramSpec(
         name=name,
         kind=kind,
@@ -162,6 +173,7 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
         directory=_directory(t),
         run_as=run_as,
         environment=_environment(t),
+        environment_passthrough=_passthrough(t, init.environment_passthrough),
         priority=t.integer("priority", 0),
         depends_on=depends_on,
         oneshot=oneshot,
@@ -178,7 +190,8 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
         stop_timeout=t.duration("stop_timeout", 10.0),
         kill_group=t.boolean("kill_group", True),
         log_file=LogFile(log_path, t.size("log_file_max_size", 10 * 1024 * 1024),
-                         t.integer("log_file_backups", 3, minimum=0, maximum=100)) if log_path else None,
+                         t.integer("log_file_backups", 3, minimum=0, maximum=100),
+                         run_as.gid if run_as else None) if log_path else None,
         readiness=t.sub("readiness", lambda p: _probe(p, own_kind)) or defaults.get("readiness"),
         liveness=t.sub("liveness", lambda p: _probe(p, own_kind)),
         memory_limit=_memory_limit(t),
@@ -263,6 +276,17 @@ def _environment(t: Table) -> tuple[tuple[str, str], ...]:
             raise env.error(key, "is not a valid environment variable name")
         out.append((key, str(value)))
     return tuple(out)
+
+
+def _passthrough(t: Table, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Names (or `PREFIX*` patterns; `*` alone: every variable whose name does not say secret) of
+    hive-init's own variables that a program gets."""
+    names = t.string_list("environment_passthrough", default, allow_empty=True)
+    for name in names:
+        bare = name[:-1] if name.endswith("*") else name
+        if (not bare and name != "*") or "=" in bare or "*" in bare or "\0" in bare:
+            raise t.error("environment_passthrough", f"{name!r} is not a variable name, a NAME* prefix or \"*\"")
+    return tuple(names)
 
 
 def _depends_on(t: Table) -> tuple[tuple[str, Any], ...]:

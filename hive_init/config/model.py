@@ -6,6 +6,10 @@ from typing import Any, Literal
 
 Condition = Literal["started", "ready", "completed"]
 RestartPolicy = Literal["always", "on-failure", "never"]
+# what a program gets of hive-init's own environment unless environment_passthrough says
+# otherwise: what a process needs to behave (where commands are, language, time zone, terminal);
+# HOME, USER and LOGNAME are the program's user's when it has one. `NAME*` is a prefix.
+DEFAULT_PASSTHROUGH = ("PATH", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "HOME", "USER", "LOGNAME")
 LogFormat = Literal["json", "console", "auto"]
 
 
@@ -45,6 +49,8 @@ class LogFile:
     path: str
     max_bytes: int = 10 * 1024 * 1024
     backups: int = 3
+    # the file's group (the program's), when hive-init is root; its owner is hive-init's user
+    gid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,7 @@ class ProgramSpec:
     directory: str | None = None
     run_as: RunAs | None = None
     environment: tuple[tuple[str, str], ...] = ()
+    environment_passthrough: tuple[str, ...] = DEFAULT_PASSTHROUGH
     priority: int = 0
     depends_on: tuple[tuple[str, Condition], ...] = ()
     oneshot: bool = False
@@ -92,6 +99,7 @@ class InitSpec:
     http: tuple[str, int] | None = ("127.0.0.1", 9900)
     control_socket: str = ""
     output_buffer_lines: int = 1000
+    environment_passthrough: tuple[str, ...] = DEFAULT_PASSTHROUGH
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,7 @@ async def check(probe: Probe, kind: Kind) -> ProbeResult:
 
 async def _exec(probe: Probe, kind: Kind) -> tuple[bool, str]:
     spec = kind.spec
-    result = await run_command(probe.target or (), env=child_environment(spec.environment, spec.run_as),
+    result = await run_command(probe.target or (), env=child_environment(spec.environment, spec.run_as, spec.environment_passthrough),
                                cwd=spec.directory, run_as=spec.run_as, output_limit=512)
     last = result.output.strip().splitlines()[-1:] or [""]
     return result.ok, (result.describe() + (f": {last[0][:200]}" if last[0] else ""))

@@ -1,10 +1,13 @@
 """`kind = "postgres"`: PostgreSQL as a first-class program (spec.py: the config fields; kind.py:
-the steps the runtime calls; firstboot.py, bootstrap.py, cluster.py, binaries.py: the work).
+the steps the runtime calls; firstboot.py, bootstrap.py, binaries.py, and for the data directory
+layout.py (staged first-boot layout), ownership.py, pidfile.py (postmaster.pid), processes.py
+(finding and ending PostgreSQL's processes): the work).
 
 `register()` makes the kind known to the config and to the runtime; the CLI calls it, so that
 neither of them imports this package. Nothing heavy is imported by it: spec.py when a postgres
 program is read, kind.py (and asyncpg) when one is run."""
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -39,10 +42,10 @@ def _fields() -> frozenset[str]:
     return FIELDS
 
 
-def _parse(t: "Table", secrets: set[str]) -> tuple[Any, dict[str, Any]]:
+def _parse(t: "Table", secrets: set[str], env: "Mapping[str, str]") -> tuple[Any, dict[str, Any]]:
     from hive_init.postgres.spec import parse_options
 
-    return parse_options(t, secrets)
+    return parse_options(t, secrets, env)
 
 
 def _kind(spec: "ProgramSpec") -> "Kind":

@@ -5,14 +5,13 @@ passwords reach the server only as SCRAM verifiers computed here, so no plaintex
 ever part of a statement (nor of a server log line about one).
 """
 
-import os
 import time
 from typing import Any
 
 import anyio
 import asyncpg
 
-from hive_init.postgres import scram
+from hive_init.postgres import pidfile, scram
 from hive_init.postgres.spec import PostgresSpec, Role
 from hive_init.runtime.kind import PrepareError
 from hive_init.runtime.spawn import Child
@@ -51,21 +50,6 @@ def describe_error(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def pid_file_status(data_dir: str, pid: int) -> str | None:
-    """The status the postmaster writes in postmaster.pid ("starting", "ready", "stopping",
-    "standby"), if that file is this postmaster's; None while it is not (yet)."""
-    try:
-        with open(os.path.join(data_dir, "postmaster.pid"), encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return "unknown"  # not ours to read: find out by connecting
-    if not lines or lines[0].strip() != str(pid):
-        return None
-    return lines[7].strip() if len(lines) >= 8 else "starting"
-
-
 async def wait_accepting(spec: PostgresSpec, socket_dir: str, data_dir: str, child: Child,
                          timeout: float) -> asyncpg.Connection:
     """Until the server accepts a connection as the superuser. Nothing announces that a
@@ -82,7 +66,8 @@ async def wait_accepting(spec: PostgresSpec, socket_dir: str, data_dir: str, chi
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise PrepareError(f"postgres did not accept connections within {timeout:g}s ({last})")
-        status = pid_file_status(data_dir, child.pid)
+        # in a worker thread: the file is the postgres user's (pidfile.read refuses a FIFO or link)
+        status = await anyio.to_thread.run_sync(pidfile.status, data_dir, child.pid)
         if status in ("ready", "standby", "unknown"):
             try:
                 return await connect(spec, socket_dir, timeout=min(CONNECT_TIMEOUT, max(remaining, 0.5)))
@@ -148,7 +133,8 @@ async def _role(conn: asyncpg.Connection, role: Role, done: list[str]) -> None:
         "CREATEDB" if role.createdb else "NOCREATEDB",
     ))
     if row is None:
-        password = f" PASSWORD {literal(scram.verifier(role.password))}" if role.password is not None else ""
+        verifier = await anyio.to_thread.run_sync(scram.verifier, role.password) if role.password is not None else None
+        password = f" PASSWORD {literal(verifier)}" if verifier is not None else ""
         await conn.execute(f"CREATE ROLE {ident(role.name)} WITH {options}{password}")
         done.append(f"role {role.name} created")
         return
@@ -163,9 +149,10 @@ async def _set_password(conn: asyncpg.Connection, name: str, password: str) -> b
     """Only when the stored verifier is not already this password's (a changed secret takes
     effect; an unchanged one changes nothing)."""
     stored = await conn.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = $1", name)
-    if scram.matches(stored, password):
+    if await anyio.to_thread.run_sync(scram.matches, stored, password):  # PBKDF2: off the loop
         return False
-    await conn.execute(f"ALTER ROLE {ident(name)} PASSWORD {literal(scram.verifier(password))}")
+    verifier = await anyio.to_thread.run_sync(scram.verifier, password)
+    await conn.execute(f"ALTER ROLE {ident(name)} PASSWORD {literal(verifier)}")
     return True
 
 

@@ -1,13 +1,16 @@
 """The first boot of a cluster: initdb, the config overrides, a temporary server on a private
 unix socket only, the bootstrap, the init scripts, a fast stop; all in a staging directory that
-becomes the data directory only once everything has succeeded (see cluster.py)."""
+becomes the data directory only once everything has succeeded (see layout.py).
 
-import glob
+Every step that blocks (initdb's staging directory, decompressing an init script, fsyncs, tree
+removal) runs in a worker thread, so that the init keeps reaping and answering meanwhile.
+"""
+
 import gzip
-import hashlib
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -15,9 +18,9 @@ from typing import Any
 
 import anyio
 
-from hive_init import __version__, log as logging
+from hive_init import __version__, log as logging, securefs
 from hive_init.config.model import ProgramSpec, RunAs
-from hive_init.postgres import bootstrap, cluster
+from hive_init.postgres import bootstrap, layout, ownership, processes
 from hive_init.postgres.binaries import Binaries
 from hive_init.postgres.spec import PostgresSpec
 from hive_init.runtime.kind import PrepareError
@@ -26,6 +29,15 @@ from hive_init.runtime.spawn import Child, SpawnError, child_environment, kill, 
 
 CONF_MARK = "# hive-init: conf_file"
 TEMP_STOP_TIMEOUT = 30.0
+CONF_LIMIT = 4 * 1024 * 1024  # postgresql.conf / pg_hba.conf: far larger than any real one
+# as root, first boots keep their private directories here: root's, 0711 (PostgreSQL's user may
+# pass through to its own socket; nobody but root can list, add or rename anything in it)
+ROOT_PRIVATE_BASE = "/run/hive-init-firstboot"
+PRIVATE_MARKER = "hive-init-firstboot"  # root's file in each private directory: proof we made it
+# variables that hold a password in the official image's conventions: never in a server's
+# environment (the postmaster's is readable by every process of its user, COPY … TO PROGRAM
+# included)
+_PASSWORD_VARIABLES = ("POSTGRES_PASSWORD", "PGPASSWORD")
 
 
 @dataclass
@@ -40,10 +52,20 @@ class Context:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def uid(self) -> int:
+        """The user whose processes a first boot starts (and may end)."""
+        return self.run_as.uid if self.run_as is not None and os.geteuid() == 0 else os.geteuid()
+
     def env(self, **extra: str) -> dict[str, str]:
-        env = child_environment(self.spec.environment, self.run_as)
+        """For PostgreSQL's own programs: no password in it (the program's `environment` table
+        may carry POSTGRES_PASSWORD, the official image's way to give it to hive-init)."""
+        env = child_environment(self.spec.environment, self.run_as, self.spec.environment_passthrough)
         for key in ("PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGPASSFILE", "PGSERVICE"):
             env.pop(key, None)
+        passwords = {p for p in [self.pg.superuser_password, *(r.password for r in self.pg.roles)] if p}
+        for key in [k for k, v in env.items() if k in _PASSWORD_VARIABLES or v in passwords]:
+            del env[key]
         env.update(extra)
         return env
 
@@ -59,21 +81,29 @@ class Context:
 
 # ---- the overrides, applied on every boot ---------------------------------------------------------
 
-def apply_overrides(ctx: Context, data_dir: str) -> None:
+async def apply_overrides(ctx: Context, data_dir: str) -> None:
+    """In a worker thread (it reads and writes the postgres user's files); what it has to say is
+    logged here, on the loop (the log sink is not for threads)."""
+    notes: list[tuple[str, str]] = []
+    await anyio.to_thread.run_sync(_apply_overrides, ctx, data_dir, notes)
+    for level, message in notes:
+        getattr(ctx.log, level)(message)
+
+
+def _apply_overrides(ctx: Context, data_dir: str, notes: list[tuple[str, str]]) -> None:
     """conf_file: an `include_if_exists` line at the end of postgresql.conf (ours are marked, so
     a changed or removed conf_file is followed); hba_file: copied over pg_hba.conf."""
     pg = ctx.pg
     conf = os.path.join(data_dir, "postgresql.conf")
-    try:
-        with open(conf, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
+    try:  # the postgres user's file: not through a link, not a FIFO, bounded
+        lines = securefs.read_bounded(conf, CONF_LIMIT).decode("utf-8", "surrogateescape").splitlines()
     except OSError as e:
         raise PrepareError(f"cannot read {conf}: {e.strerror}") from None
     kept = [line for line in lines if not line.endswith(CONF_MARK)]
     if pg.conf_file is not None:
         if not os.path.isfile(pg.conf_file):
-            ctx.log.warning(f"conf_file {pg.conf_file} does not exist (yet): PostgreSQL skips it")
-        elif not cluster.readable_by(pg.conf_file, ctx.run_as):
+            notes.append(("warning", f"conf_file {pg.conf_file} does not exist (yet): PostgreSQL skips it"))
+        elif not ownership.readable_by(pg.conf_file, ctx.run_as):
             raise PrepareError(f"conf_file {pg.conf_file} is not readable by user "
                                f"{ctx.run_as.user if ctx.run_as else os.geteuid()} (PostgreSQL reads it)")
         kept.append(f"include_if_exists = {bootstrap.literal(pg.conf_file)}  {CONF_MARK}")
@@ -82,32 +112,44 @@ def apply_overrides(ctx: Context, data_dir: str) -> None:
     if pg.hba_file is not None:
         hba = os.path.join(data_dir, "pg_hba.conf")
         try:
-            with open(pg.hba_file, encoding="utf-8", errors="surrogateescape") as f:
-                wanted = f.read()
+            wanted = securefs.read_bounded(pg.hba_file, CONF_LIMIT).decode("utf-8", "surrogateescape")
         except OSError as e:
             raise PrepareError(f"cannot read hba_file {pg.hba_file}: {e.strerror}") from None
         try:
-            with open(hba, encoding="utf-8", errors="surrogateescape") as f:
-                current = f.read()
+            current: str | None = securefs.read_bounded(hba, CONF_LIMIT).decode("utf-8", "surrogateescape")
         except FileNotFoundError:
             current = None
+        except OSError:
+            current = None  # a link or a FIFO in its place: replaced below
         if current != wanted:
             _replace(hba, wanted)
-            ctx.log.info(f"pg_hba.conf replaced by hba_file {pg.hba_file}")
+            notes.append(("info", f"pg_hba.conf replaced by hba_file {pg.hba_file}"))
 
 
 def _replace(path: str, text: str) -> None:
-    """Atomically, keeping the file's owner and mode."""
-    st = os.stat(path)
-    tmp = f"{path}.hive-init.tmp"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, st.st_mode & 0o7777)
-    if os.geteuid() == 0:
-        os.chown(tmp, st.st_uid, st.st_gid)
-    os.rename(tmp, path)
+    """Atomically, as the file's owner would have it (0600, the PostgreSQL user's), by the
+    directory's descriptor: the data directory is the postgres user's, and a link planted as
+    the temporary name must not make root write through it."""
+    directory, name = os.path.split(path)
+    dir_fd = securefs.open_directory(directory)
+    try:
+        st = os.fstat(dir_fd)  # the data directory's owner is the file's
+        tmp = f"{name}.hive-init.tmp"
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)  # unlink removes a link, never what it points at
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        with open(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            os.fchmod(fd, 0o600)
+            if os.geteuid() == 0:
+                os.fchown(fd, st.st_uid, st.st_gid)
+            f.write(text)
+            f.flush()
+            os.fsync(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 # ---- the first boot ------------------------------------------------------------------------------
@@ -116,17 +158,17 @@ async def first_boot(ctx: Context, data_dir: str, state: str) -> None:
     """`state` is the survey's: "missing" (build in a sibling, rename) or "empty" (build inside,
     move the entries up)."""
     if state == "missing":
-        staging = cluster.new_sibling(data_dir)
+        staging = layout.new_sibling(data_dir)
         parent = os.path.dirname(data_dir)
         try:
-            cluster.make_dirs(parent)
+            ownership.make_dirs(parent)
         except OSError as e:
             raise PrepareError(f"cannot create {parent} for data_dir: {e.strerror}") from None
     else:
-        staging = cluster.new_inner(data_dir)
+        staging = layout.new_inner(data_dir)
     try:
-        cluster.make_dir(staging, 0o700)
-        cluster.chown_to(staging, ctx.run_as)
+        ownership.make_dir(staging, 0o700)
+        ownership.chown_to(staging, ctx.run_as)
     except OSError as e:
         raise PrepareError(f"cannot create {staging}: {e.strerror}") from None
     started = time.monotonic()
@@ -134,29 +176,27 @@ async def first_boot(ctx: Context, data_dir: str, state: str) -> None:
                  postgres=ctx.binaries.version, bin_dir=ctx.binaries.bin_dir)
     try:
         scripts = await _build(ctx, data_dir, staging)
-        cluster.write_marker(staging, {
+        await anyio.to_thread.run_sync(layout.write_marker, staging, {
             "created_by": f"hive-init {__version__}",
             "postgres": ctx.binaries.version,
             "init_scripts": scripts,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
-        if state == "missing":
-            cluster.commit_sibling(staging, data_dir)
-        else:
-            cluster.roll_forward(staging, data_dir)
+        commit = layout.commit_sibling if state == "missing" else layout.roll_forward
+        await anyio.to_thread.run_sync(commit, staging, data_dir)
     except BaseException:
         with anyio.CancelScope(shield=True):
-            if os.path.isdir(staging) and not os.path.isfile(os.path.join(staging, cluster.MARKER)):
-                cluster.remove_tree(staging)
+            if os.path.isdir(staging) and not os.path.isfile(os.path.join(staging, layout.MARKER)):
+                await anyio.to_thread.run_sync(layout.remove_tree, staging)
         raise
     ctx.log.info("first boot: done", seconds=round(time.monotonic() - started, 3), init_scripts=len(scripts))
 
 
 async def _build(ctx: Context, data_dir: str, staging: str) -> list[str]:
-    private = _private_dir(data_dir, ctx.run_as)
+    private = await anyio.to_thread.run_sync(_private_dir, data_dir, ctx.run_as)
     try:
         await _initdb(ctx, staging, private)
-        apply_overrides(ctx, staging)
+        await apply_overrides(ctx, staging)
         failure: Exception | None = None
         scripts: list[str] = []
         async with anyio.create_task_group() as tg:  # the temporary server's output pump
@@ -179,7 +219,8 @@ async def _build(ctx: Context, data_dir: str, staging: str) -> list[str]:
             raise PrepareError(f"the temporary server did not stop cleanly ({server.describe_exit()})")
         return scripts
     finally:
-        shutil.rmtree(private, ignore_errors=True)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(private, ignore_errors=True))
 
 
 async def _setup(ctx: Context, staging: str, private: str, server: Child) -> list[str]:
@@ -196,29 +237,96 @@ async def _setup(ctx: Context, staging: str, private: str, server: Child) -> lis
     return await _run_scripts(ctx, staging, private)
 
 
-def private_prefix(data_dir: str) -> str:
-    """Where a first boot of `data_dir` keeps its temporary server's socket, the password file
-    and unpacked scripts: in the temp directory (a short path, as a unix socket needs), named
-    after the data directory, so that a boot finds and removes what a killed one left."""
-    base = tempfile.gettempdir()
-    if len(base) > 60:
-        base = "/tmp"
-    tag = hashlib.sha256(os.path.realpath(data_dir).encode()).hexdigest()[:10]
-    return os.path.join(base, f"hive-init-pg-{tag}-")
+def _private_base() -> str:
+    """Where private directories are made: as root, a directory only root can write (made and
+    checked here); else the user's runtime directory or the temp directory, where a directory of
+    this user's and a marker file of this user's prove what is ours (another user cannot make
+    either). Short: a unix socket path has 107 bytes."""
+    if os.geteuid() != 0:
+        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        return base if len(base) <= 60 and os.path.isabs(base) else "/tmp"
+    parent, name = os.path.split(ROOT_PRIVATE_BASE)
+    parent_fd = securefs.open_directory(parent, create_mode=0o755)
+    try:
+        try:
+            os.mkdir(name, 0o711, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    finally:
+        os.close(parent_fd)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != 0:
+            raise PrepareError(f"{ROOT_PRIVATE_BASE} belongs to uid {st.st_uid}, not to root: remove it")
+        if stat.S_IMODE(st.st_mode) != 0o711:
+            os.fchmod(fd, 0o711)
+    finally:
+        os.close(fd)
+    return ROOT_PRIVATE_BASE
 
 
-def private_leftovers(data_dir: str) -> list[str]:
-    prefix = private_prefix(data_dir)
-    return [p for p in glob.glob(glob.escape(prefix) + "*") if os.path.isdir(p) and not os.path.islink(p)]
+def _private_name_prefix() -> str:
+    return "pg-" if os.geteuid() == 0 else "hive-init-pg-"
 
 
 def _private_dir(data_dir: str, run_as: RunAs | None) -> str:
-    """0700, the PostgreSQL user's."""
-    prefix = private_prefix(data_dir)
-    path = tempfile.mkdtemp(prefix=os.path.basename(prefix), dir=os.path.dirname(prefix))
-    os.chmod(path, 0o700)  # whatever the umask is
-    cluster.chown_to(path, run_as)
+    """A new private directory (mkdtemp: a name nobody can guess or take first), 0700, the
+    PostgreSQL user's, holding root's marker that names the data directory. Blocking."""
+    path = tempfile.mkdtemp(prefix=_private_name_prefix(), dir=_private_base())
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o700)  # whatever the umask is
+        mark = os.open(PRIVATE_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                       dir_fd=fd)
+        with open(mark, "w", encoding="utf-8") as f:
+            f.write(layout.canonical_path(data_dir) + "\n")
+        if run_as is not None and os.geteuid() == 0:
+            os.fchown(fd, run_as.uid, run_as.gid)
+    finally:
+        os.close(fd)
     return path
+
+
+def private_leftovers(data_dir: str, run_as: RunAs | None) -> list[str]:
+    """Private directories of earlier first boots of this data directory that were killed: only
+    those that prove they are ours (a real directory of PostgreSQL's user, 0700, with a marker of
+    hive-init's own user naming this data directory). Blocking."""
+    uid = run_as.uid if run_as is not None and os.geteuid() == 0 else os.geteuid()
+    want = layout.canonical_path(data_dir)
+    try:
+        base = _private_base() if os.geteuid() != 0 else ROOT_PRIVATE_BASE
+        base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, PrepareError):
+        return []
+    found = []
+    try:
+        for name in os.listdir(base_fd):
+            if not name.startswith(_private_name_prefix()):
+                continue
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=base_fd)
+            except OSError:  # a link, a file, gone: not ours
+                continue
+            try:
+                st = os.fstat(fd)
+                if st.st_uid != uid or stat.S_IMODE(st.st_mode) != 0o700:
+                    continue
+                try:
+                    mark = securefs.open_regular(fd, PRIVATE_MARKER, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    if os.fstat(mark).st_uid != os.geteuid() or os.read(mark, 4097).decode("utf-8", "replace") != want + "\n":
+                        continue
+                finally:
+                    os.close(mark)
+                found.append(securefs.real_path_of(fd))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(base_fd)
+    return found
 
 
 async def _initdb(ctx: Context, staging: str, private: str) -> None:
@@ -227,10 +335,11 @@ async def _initdb(ctx: Context, staging: str, private: str) -> None:
             "--auth-local=trust", "--auth-host=scram-sha-256", f"--username={pg.superuser}"]
     if pg.superuser_password is not None:
         pwfile = os.path.join(private, "pwfile")
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if ctx.run_as is not None and os.geteuid() == 0:
+                os.fchown(fd, ctx.run_as.uid, ctx.run_as.gid)
             f.write(pg.superuser_password + "\n")
-        cluster.chown_to(pwfile, ctx.run_as)
         args.append(f"--pwfile={pwfile}")
     try:
         await _run_initdb(ctx, args, staging)
@@ -249,12 +358,7 @@ async def _run_initdb(ctx: Context, args: list[str], staging: str) -> None:
     result = await run_command(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
     if not result.ok and "invalid locale name" in result.output and "C.UTF-8" in result.output:
         ctx.log.warning("first boot: locale C.UTF-8 is not available here; using the C locale (--no-locale)")
-        for entry in os.listdir(staging):  # initdb empties it when it fails; make sure
-            path = os.path.join(staging, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                cluster.remove_tree(path)
-            else:
-                os.unlink(path)
+        await anyio.to_thread.run_sync(_empty, staging)  # initdb empties it when it fails; make sure
         args[args.index("--locale=C.UTF-8")] = "--no-locale"
         result = await run_command(args + list(pg.initdb_args), env=ctx.env(), cwd="/", run_as=ctx.run_as)
     if not result.ok:
@@ -263,6 +367,15 @@ async def _run_initdb(ctx: Context, args: list[str], staging: str) -> None:
         # trust on the socket is deliberate (a private, 0700 directory): no warning for it
         if line.strip().startswith(("initdb: warning", "WARNING")) and '"trust"' not in line:
             ctx.log.warning(f"initdb: {line.strip()}")
+
+
+def _empty(directory: str) -> None:
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            layout.remove_tree(path)
+        else:
+            os.unlink(path)
 
 
 def _last_line(output: str) -> str:
@@ -316,8 +429,9 @@ async def _kill_temp_server(ctx: Context, server: Child, staging: str) -> None:
         if not await wait_exit(server, 2.0):
             server.signal(signal.SIGKILL, group=True)
     try:
-        await cluster.kill_users_of(staging, ctx.log)
-    except PrepareError as e:
+        canonical = await anyio.to_thread.run_sync(layout.canonical_path, staging)
+        await processes.kill_users_of(canonical, ctx.uid, ctx.log)
+    except (PrepareError, OSError) as e:
         ctx.log.error(str(e))
 
 
@@ -355,12 +469,9 @@ async def _run_scripts(ctx: Context, staging: str, private: str) -> list[str]:
         elif name.endswith(".sql.gz"):
             unpacked = os.path.join(private, f"{len(ran)}-{name[:-3]}")
             try:
-                with gzip.open(path, "rb") as src, open(os.open(unpacked, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
-                                                         "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                await anyio.to_thread.run_sync(_gunzip, path, unpacked, ctx.run_as)
             except (OSError, EOFError, gzip.BadGzipFile) as e:
                 raise PrepareError(f"init script {name}: cannot decompress: {e}") from None
-            cluster.chown_to(unpacked, ctx.run_as)
             argv = _psql(ctx, unpacked)
         else:
             ctx.log.info(f"first boot: ignoring {name} in init_dir (not *.sh, *.sql or *.sql.gz)")
@@ -373,6 +484,15 @@ async def _run_scripts(ctx: Context, staging: str, private: str) -> list[str]:
             raise PrepareError(f"init script {name} failed ({result.describe()}): {_last_line(result.output)}")
         ran.append(name)
     return ran
+
+
+def _gunzip(path: str, unpacked: str, run_as: RunAs | None) -> None:
+    """Blocking (a worker thread): into a new file of the private directory, PostgreSQL's user's."""
+    fd = os.open(unpacked, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with gzip.open(path, "rb") as src, open(fd, "wb") as dst:
+        if run_as is not None and os.geteuid() == 0:
+            os.fchown(fd, run_as.uid, run_as.gid)
+        shutil.copyfileobj(src, dst)
 
 
 def _psql(ctx: Context, path: str) -> list[str]:

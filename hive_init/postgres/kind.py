@@ -13,13 +13,14 @@ import os
 import signal
 import time
 
+import anyio
 import asyncpg
 
-from hive_init import log as logging
+from hive_init import log as logging, securefs
 from hive_init.config.model import Probe, ProgramSpec, RunAs
 from hive_init.health.probes import ProbeResult
 from hive_init.postgres import binaries as binaries_mod
-from hive_init.postgres import bootstrap, cluster, firstboot
+from hive_init.postgres import bootstrap, firstboot, layout, ownership, pidfile, processes
 from hive_init.postgres.binaries import Binaries
 from hive_init.postgres.spec import PostgresSpec
 from hive_init.runtime import oom
@@ -65,15 +66,20 @@ class PostgresKind(Kind):
         run_as = self.run_as
         if os.geteuid() == 0 and (run_as is None or run_as.uid == 0):
             raise PrepareError("PostgreSQL refuses to run as root: set user (e.g. user = \"postgres\")")
-        cluster.make_private_dir(pg.socket_dir, run_as, "socket_dir")
+        # every step that walks, reads or writes the disk runs in a worker thread: the init's loop
+        # keeps reaping, answering /livez and the control socket meanwhile
+        await anyio.to_thread.run_sync(ownership.make_private_dir, pg.socket_dir, run_as, "socket_dir")
         await self._ensure_cluster(run_as)
-        cluster.fix_ownership(pg.data_dir, run_as)
-        self._check_version()
-        firstboot.apply_overrides(self._context(run_as), pg.data_dir)
+        changed = await anyio.to_thread.run_sync(ownership.fix_ownership, pg.data_dir, run_as)
+        if changed:
+            self.log.info(f"data_dir: {changed} entries given to user {run_as.user if run_as else os.geteuid()}")
+        await anyio.to_thread.run_sync(self._check_version)
+        await firstboot.apply_overrides(self._context(run_as), pg.data_dir)
         # a live server of this data directory that no one supervises is stopped (immediate
         # shutdown); a stale postmaster.pid is removed; then stray backends of a dead one are ended
-        await cluster.clear_postmaster_pid(pg.data_dir, self.log)
-        await cluster.kill_leftovers(pg.data_dir)
+        canonical = await anyio.to_thread.run_sync(layout.canonical_path, pg.data_dir)
+        await pidfile.clear(pg.data_dir, canonical, self.uid, self.log)
+        await processes.kill_leftovers(canonical, self.uid)
         argv = [self.binaries.path("postgres"), "-D", pg.data_dir, "-p", str(pg.port),
                 "-h", pg.listen_addresses, "-k", pg.socket_dir]
         for key, value in pg.settings:
@@ -88,26 +94,38 @@ class PostgresKind(Kind):
         assert self.binaries is not None
         return firstboot.Context(self.spec, self.pg, self.binaries, run_as, self.log)
 
+    @property
+    def uid(self) -> int:
+        """The user whose processes are PostgreSQL's: the only ones this kind ever signals."""
+        run_as = self.run_as
+        return run_as.uid if run_as is not None else os.geteuid()
+
+    async def _remove_leftover(self, path: str) -> None:
+        canonical = await anyio.to_thread.run_sync(layout.canonical_path, path)
+        await processes.kill_users_of(canonical, self.uid, self.log)
+        self.log.warning(f"removing {path}, left by an interrupted first boot")
+        await anyio.to_thread.run_sync(layout.remove_tree, path)
+
     async def _ensure_cluster(self, run_as: RunAs | None) -> None:
-        data_dir = self.pg.data_dir
-        for leftover in cluster.siblings(data_dir):
-            await cluster.kill_users_of(leftover, self.log)
-            self.log.warning(f"removing {leftover}, left by an interrupted first boot")
-            cluster.remove_tree(leftover)
-        found = cluster.survey(data_dir)
+        data_dir, uid, thread = self.pg.data_dir, self.uid, anyio.to_thread.run_sync
+        for leftover in await thread(layout.siblings, data_dir, uid):
+            await self._remove_leftover(leftover)
+        found = await thread(layout.survey, data_dir)
         if found.state == "roll-forward":
             assert found.staging is not None
-            await cluster.kill_users_of(found.staging, self.log)
+            canonical = await thread(layout.canonical_path, found.staging)
+            await processes.kill_users_of(canonical, uid, self.log)
             self.log.warning("finishing an interrupted first boot (its cluster was complete)", data_dir=data_dir)
-            cluster.roll_forward(found.staging, data_dir)
-            found = cluster.survey(data_dir)
-        for staging in cluster.inner_stagings(data_dir) + firstboot.private_leftovers(data_dir):
-            await cluster.kill_users_of(staging, self.log)
-            self.log.warning(f"removing {staging}, left by an interrupted first boot")
-            cluster.remove_tree(staging)
+            await thread(layout.roll_forward, found.staging, data_dir)
+            found = await thread(layout.survey, data_dir)
+        leftovers = await thread(layout.inner_stagings, data_dir, uid)
+        leftovers += await thread(firstboot.private_leftovers, data_dir, run_as)
+        for staging in leftovers:
+            await self._remove_leftover(staging)
         if found.state in ("missing", "empty"):
             if found.state == "empty":
-                cluster.make_private_dir(data_dir, run_as, "data_dir", ignore=frozenset(cluster.IGNORED_ENTRIES))
+                await thread(lambda: ownership.make_private_dir(data_dir, run_as, "data_dir",
+                                                                ignore=frozenset(layout.IGNORED_ENTRIES)))
             await firstboot.first_boot(self._context(run_as), data_dir, found.state)
         elif not found.ours:
             self.log.info("data_dir holds a cluster made elsewhere (no hive-init marker): using it as it is; "
@@ -116,9 +134,8 @@ class PostgresKind(Kind):
     def _check_version(self) -> None:
         assert self.binaries is not None
         path = os.path.join(self.pg.data_dir, "PG_VERSION")
-        try:
-            with open(path, encoding="utf-8") as f:
-                version = f.read().strip()
+        try:  # the postgres user's file: no link, no FIFO, bounded
+            version = securefs.read_bounded(path, 64).decode("utf-8", "replace").strip()
         except OSError as e:
             raise PrepareError(f"cannot read {path}: {e.strerror}") from None
         major = self.binaries.major
@@ -153,8 +170,9 @@ class PostgresKind(Kind):
         old shared memory, and a new postmaster refuses to start. They work in the data
         directory: end every postgres process there, and wait until they are gone."""
         try:
-            await cluster.kill_leftovers(self.pg.data_dir)
-        except PrepareError as e:
+            canonical = await anyio.to_thread.run_sync(layout.canonical_path, self.pg.data_dir)
+            await processes.kill_leftovers(canonical, self.uid)
+        except (PrepareError, OSError) as e:
             self.log.error(str(e))
 
     # ---- readiness ------------------------------------------------------------------------------

@@ -92,24 +92,26 @@ class PostgresSpec:
         return role.password if role is not None else None
 
 
-def default_socket_dir() -> str:
+def default_socket_dir(env: Mapping[str, str] | None = None) -> str:
     if os.geteuid() == 0:
         return "/run/postgresql"
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    base = (os.environ if env is None else env).get("XDG_RUNTIME_DIR") or "/tmp"
     return os.path.join(base, f"hive-init-postgres-{os.geteuid()}")
 
 
-def _environment(t: Table) -> dict[str, str]:
-    """hive-init's environment, overlaid with the program's own `environment` table."""
-    env = dict(os.environ)
+def _environment(t: Table, base: Mapping[str, str]) -> dict[str, str]:
+    """hive-init's environment (the one the config is loaded with), overlaid with the program's
+    own `environment` table."""
+    env = dict(base)
     own = t.data.get("environment")
     if isinstance(own, dict):
         env.update({k: str(v) for k, v in own.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)})
     return env
 
 
-def parse_options(t: Table, secrets: set[str]) -> tuple[PostgresSpec, dict[str, Any]]:
-    env = _environment(t)
+def parse_options(t: Table, secrets: set[str], environ: Mapping[str, str] | None = None
+                  ) -> tuple[PostgresSpec, dict[str, Any]]:
+    env = _environment(t, os.environ if environ is None else environ)
     user = t.data.get("user")
     if user in ("root", "0", 0):
         raise t.error("user", "PostgreSQL refuses to run as root: use an unprivileged user such as \"postgres\"")
@@ -119,7 +121,7 @@ def parse_options(t: Table, secrets: set[str]) -> tuple[PostgresSpec, dict[str, 
     bin_dir = _path(t, "bin_dir", None)
     port = t.integer("port", DEFAULT_PORT, minimum=1, maximum=65535)
     listen = _listen_addresses(t)
-    socket_dir = _path(t, "socket_dir", default_socket_dir())
+    socket_dir = _path(t, "socket_dir", default_socket_dir(env))
     if len(socket_dir.encode()) > MAX_SOCKET_DIR:
         raise t.error("socket_dir", f"is too long for a unix socket path (at most {MAX_SOCKET_DIR} bytes)")
     init_dir = _path(t, "init_dir", DEFAULT_INIT_DIR)

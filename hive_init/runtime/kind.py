@@ -38,7 +38,7 @@ class Kind:
     async def prepare(self) -> Launch:
         """Before every start: what to run. May take time (PostgreSQL's first boot)."""
         spec = self.spec
-        return Launch(spec.command, child_environment(spec.environment, spec.run_as), spec.directory, spec.run_as)
+        return Launch(spec.command, child_environment(spec.environment, spec.run_as, spec.environment_passthrough), spec.directory, spec.run_as)
 
     async def started(self, child: Child) -> None:
         """Returns once the spawned child counts as started (STARTING → RUNNING)."""

@@ -6,13 +6,15 @@ invalid UTF-8 is shown with replacement characters, never dropped.
 """
 
 import collections
+import errno
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 
 import anyio
 
-from hive_init import log
+from hive_init import log, redact, securefs
 from hive_init.config.model import LogFile
 
 MAX_LINE = 16 * 1024
@@ -62,58 +64,104 @@ def decode(line: bytes) -> str:
 
 
 class RotatingFile:
-    """Size-rotated log file: path, path.1 … path.N. A failing disk is logged once, then skipped."""
+    """Size-rotated log file: path, path.1 … path.N. A failing disk is logged once, then skipped.
+
+    hive-init writes it as root into a directory that the program's user may own (`app` owns
+    /var/log/hive in the images), so every step goes through the descriptor of the directory,
+    verified once (securefs.open_directory), and the names in it: the file is opened with
+    O_NOFOLLOW and only if it is a regular file with one link, rotated by renameat within that
+    directory, truncated with ftruncate on our own descriptor. It is kept at mode 0640 at most,
+    owned by hive-init's user and the program's group (LogFile.gid), so that the program may
+    read its own log and nobody else but root can."""
+
+    MODE = 0o640
 
     def __init__(self, spec: LogFile):
         self.spec = spec
-        self.file = None
+        self.dir_fd: int | None = None
+        self.fd: int | None = None
         self.size = 0
         self.failed = False
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.spec.path)
 
     def write(self, text: str) -> None:
         if self.failed:
             return
         data = (text + "\n").encode("utf-8", "replace")
         try:
-            if self.file is None:
-                os.makedirs(os.path.dirname(self.spec.path) or ".", exist_ok=True)
-                self.file = open(self.spec.path, "ab", buffering=0)
-                self.size = self.file.tell()
+            if self.fd is None:
+                self._open()
+            assert self.fd is not None
             if self.size + len(data) > self.spec.max_bytes and self.size > 0:
                 self._rotate()
-            self.file.write(data)
+            os.write(self.fd, data)
             self.size += len(data)
         except OSError as e:
             self.failed = True
+            self.close()
             # makedirs says "File exists" when a parent of the path is a regular file
             reason = "a parent of the path is not a directory" if isinstance(e, (FileExistsError, NotADirectoryError)) \
+                else "refused: a symbolic link where hive-init does not follow one" if e.errno == errno.ELOOP \
                 else e.strerror
             log.get_logger().error("cannot write log file; output goes to stdout only",
                                    path=self.spec.path, error=reason)
 
+    def _open(self) -> None:
+        if self.dir_fd is None:
+            self.dir_fd = securefs.open_directory(os.path.dirname(self.spec.path), create_mode=0o755)
+        fd = securefs.open_regular(self.dir_fd, self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.MODE,
+                                   path=self.spec.path)
+        try:
+            self._own(fd)
+            self.size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def _own(self, fd: int) -> None:
+        """Owner, group and mode by descriptor: a file someone else made (or left 0644) becomes ours."""
+        st = os.fstat(fd)
+        uid = os.geteuid()
+        gid = self.spec.gid if self.spec.gid is not None and uid == 0 else st.st_gid
+        if uid == 0 and (st.st_uid, st.st_gid) != (0, gid):
+            os.fchown(fd, 0, gid)
+        if stat.S_IMODE(st.st_mode) & ~self.MODE:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & self.MODE)
+
     def _rotate(self) -> None:
-        assert self.file is not None
-        self.file.close()
+        assert self.fd is not None and self.dir_fd is not None
         if self.spec.backups == 0:
-            os.truncate(self.spec.path, 0)
-        else:
-            for i in range(self.spec.backups - 1, 0, -1):
-                if os.path.exists(f"{self.spec.path}.{i}"):
-                    os.replace(f"{self.spec.path}.{i}", f"{self.spec.path}.{i + 1}")
-            os.replace(self.spec.path, f"{self.spec.path}.1")
-        self.file = open(self.spec.path, "ab", buffering=0)
-        self.size = 0
+            os.ftruncate(self.fd, 0)  # our own descriptor: whatever the name points at now
+            self.size = 0
+            return
+        os.close(self.fd)
+        self.fd = None
+        d, name = self.dir_fd, self.name
+        for i in range(self.spec.backups - 1, 0, -1):
+            try:  # renameat within the verified directory: a link is renamed, never followed
+                os.rename(f"{name}.{i}", f"{name}.{i + 1}", src_dir_fd=d, dst_dir_fd=d)
+            except FileNotFoundError:
+                pass
+        os.rename(name, f"{name}.1", src_dir_fd=d, dst_dir_fd=d)
+        self._open()
 
     def reopen(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        self.close()
         self.failed = False
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        for attr in ("fd", "dir_fd"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                setattr(self, attr, None)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 Line = tuple[float, str, str]  # (unix time, stream, text)
@@ -130,10 +178,12 @@ class Output:
         self.lines_total = 0
 
     def emit(self, stream: str, text: str) -> None:
+        # once, before any sink: stdout, the ring buffer (`hive-init logs`), followers, the file
+        text = redact.redact(text)
         entry = (time.time(), stream, text)
         self.recent.append(entry)
         self.lines_total += 1
-        log.child_line(self.program, stream, text)
+        log.redacted_child_line(self.program, stream, text)
         if self.file is not None:
             self.file.write(text)
         for follower in tuple(self.followers):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import anyio
 
 from hive_init import exits
-from hive_init.config.model import RunAs
+from hive_init.config.model import DEFAULT_PASSTHROUGH, RunAs
+from hive_init.redact import is_secret_name
 from hive_init.runtime.pid1 import describe_exit, reaper
 
 
@@ -85,8 +86,19 @@ class Child:
                 stream.close()
 
 
-def child_environment(extra: Sequence[tuple[str, str]] | Mapping[str, str] = (), run_as: RunAs | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+def child_environment(extra: Sequence[tuple[str, str]] | Mapping[str, str] = (), run_as: RunAs | None = None,
+                      passthrough: Sequence[str] = DEFAULT_PASSTHROUGH) -> dict[str, str]:
+    """A program's environment: what `passthrough` names of hive-init's own (exact names, or
+    `PREFIX*` patterns, which never match a variable whose name says it holds a secret: a
+    password reaches a program only where the config sends it), HIVE_INIT_SOCKET, the user's
+    HOME/USER/LOGNAME, then the program's `environment` table."""
+    exact = {p for p in passthrough if not p.endswith("*")}
+    prefixes = tuple(p[:-1] for p in passthrough if p.endswith("*"))
+    env = {k: v for k, v in os.environ.items()
+           if k in exact or (prefixes and k.startswith(prefixes) and not is_secret_name(k))}
+    # where `hive-init status` finds the init from inside a program (set by the supervisor)
+    if "HIVE_INIT_SOCKET" in os.environ:
+        env["HIVE_INIT_SOCKET"] = os.environ["HIVE_INIT_SOCKET"]
     if run_as is not None:
         env.update(HOME=run_as.home, USER=run_as.user, LOGNAME=run_as.user)
     env.update(extra.items() if isinstance(extra, Mapping) else extra)

@@ -15,7 +15,7 @@ import pytest
 
 from hive_init.config import ConfigError
 from hive_init.config.model import ProgramSpec
-from hive_init.postgres import cluster
+from hive_init.postgres import layout, processes
 from hive_init.postgres.kind import PostgresKind
 from hive_init.runtime.kind import PrepareError, kind_for
 from hive_init.runtime.spawn import Child, run_command, spawn
@@ -157,8 +157,8 @@ def test_first_boot_then_later_boots(scratch):
             assert await stop(kind, child) == 0
 
     identifier = run_with_reaper(first)
-    assert os.path.isfile(os.path.join(data_dir, cluster.MARKER))
-    assert not cluster.siblings(data_dir) and not cluster.inner_stagings(data_dir)
+    assert os.path.isfile(os.path.join(data_dir, layout.MARKER))
+    assert not layout.siblings(data_dir) and not layout.inner_stagings(data_dir)
     st = os.stat(data_dir)
     assert stat.S_IMODE(st.st_mode) == 0o700
     if ROOT:
@@ -236,7 +236,7 @@ def test_a_cluster_made_elsewhere_is_used_as_it_is(scratch, postgres_user):
             await stop(kind, child)
 
     run_with_reaper(main)
-    assert not os.path.exists(os.path.join(data_dir, cluster.MARKER))
+    assert not os.path.exists(os.path.join(data_dir, layout.MARKER))
 
 
 # ---- passwords -------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_wrong_or_missing_password_fails_clearly_and_makes_nothing(scratch, tmp_
         run_with_reaper(lambda: boot(spec))
     text = str(e.value)
     assert text.startswith("cannot log in as superuser 'postgres' over the unix socket:") and "\n" not in text
-    assert not os.path.exists(data_dir) and not cluster.siblings(data_dir)
+    assert not os.path.exists(data_dir) and not layout.siblings(data_dir)
     assert not {n for n in set(os.listdir("/tmp")) - privates_before if n.startswith("hive-init-pg-")}
 
     # with the password it boots; with a wrong one it says so, without showing it
@@ -295,12 +295,12 @@ def test_stale_postmaster_pid_orphans_and_a_crash(scratch):
 
         # SIGKILL of the postmaster: its backends (this connection's among them) go with it,
         # and the next start recovers the committed row
-        backends = {p.pid for p in cluster.users_of(spec.options.data_dir)} - {child.pid}
+        backends = {p.pid for p in processes.users_of(layout.canonical_path(spec.options.data_dir), kind.uid)} - {child.pid}
         assert len(backends) >= 4  # checkpointer, walwriter, ..., this connection's backend
         os.kill(child.pid, signal.SIGKILL)
         await child.exited.wait()
         await kind.exited(child.code)
-        assert not any(cluster.alive(p) for p in backends)
+        assert not any(processes.alive(p) for p in backends)
         conn.terminate()
         assert os.path.exists(pid_file)  # a SIGKILLed postmaster leaves it
         kind, child = await boot(spec, kind)
@@ -353,23 +353,26 @@ def test_an_empty_mount_point_a_roll_forward_and_leftovers(scratch):
         await conn.close()
         await stop(kind, child)
         names = set(os.listdir(data_dir))
-        assert {"PG_VERSION", cluster.MARKER, "lost+found", "base"} <= names
-        assert not cluster.inner_stagings(data_dir) and not cluster.siblings(data_dir)
+        assert {"PG_VERSION", layout.MARKER, "lost+found", "base"} <= names
+        assert not layout.inner_stagings(data_dir) and not layout.siblings(data_dir)
 
         # a move interrupted half-way: the staging directory has the marker, so the cluster was
         # complete; the next boot finishes the move
-        staging = os.path.join(data_dir, cluster.INNER_PREFIX + "cafe")
+        staging = os.path.join(data_dir, layout.INNER_PREFIX + "cafe")
         os.mkdir(staging, 0o700)
-        for name in ("global", "PG_VERSION", cluster.MARKER):
+        for name in ("global", "PG_VERSION", layout.MARKER):
             os.rename(os.path.join(data_dir, name), os.path.join(staging, name))
-        assert cluster.survey(data_dir).state == "roll-forward"
+        assert layout.survey(data_dir).state == "roll-forward"
         # leftovers of an interrupted first boot: an incomplete staging inside, a sibling with a
         # process still working in it
-        incomplete = os.path.join(data_dir, cluster.INNER_PREFIX + "dead")
-        sibling = f"{data_dir}{cluster.SIBLING_INFIX}beef"
-        for path in (incomplete, sibling):
+        incomplete = os.path.join(data_dir, layout.INNER_PREFIX + "dead")
+        sibling = f"{data_dir}{layout.SIBLING_INFIX}beef"
+        for path in (incomplete, sibling):  # as a first boot makes them: PostgreSQL's user's, 0700
             os.makedirs(os.path.join(path, "base"))
-        user = spawn(["sleep", "60"], cwd=sibling, capture=False)
+            os.chmod(path, 0o700)
+            if spec.run_as is not None and ROOT:
+                os.chown(path, spec.run_as.uid, spec.run_as.gid)
+        user = spawn(["sleep", "60"], cwd=sibling, capture=False, run_as=spec.run_as if ROOT else None)
         kind, child = await boot(spec)
         assert (await fetch(spec, "SELECT answer FROM kept", user="app", password=APP_PASSWORD,
                             database="appdb"))[0][0] == 42
@@ -377,7 +380,7 @@ def test_an_empty_mount_point_a_roll_forward_and_leftovers(scratch):
         await user.exited.wait()
         assert user.code == -signal.SIGKILL
         assert not os.path.exists(incomplete) and not os.path.exists(sibling) and not os.path.exists(staging)
-        assert cluster.survey(data_dir).ours
+        assert layout.survey(data_dir).ours
 
     run_with_reaper(main)
 
@@ -464,5 +467,5 @@ def test_a_failing_init_script_stops_the_first_boot(scratch):
     assert str(e.value).startswith("init script 01-bad.sql failed (exit status 3):")
     assert 'relation "no_such_table" does not exist' in str(e.value)
     data_dir = spec.options.data_dir
-    assert not os.path.exists(data_dir) and not cluster.siblings(data_dir)
+    assert not os.path.exists(data_dir) and not layout.siblings(data_dir)
     shutil.rmtree(init_dir)

