@@ -133,3 +133,26 @@ def read_bounded(path: str, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
     return data
+
+
+def private_directory(directory: str) -> None:
+    """A directory of our own, closed to others: created 0700, or, if it exists, a real directory
+    (not a link) that is ours and has no group or other bits (a name in /tmp can be taken first
+    by anyone). Raises UnsafePath, or OSError when it cannot be created."""
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    st = os.stat(directory, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise UnsafePath(directory, f"not ours alone (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}, "
+                                    f"{describe_mode(st.st_mode)})")
+
+
+def describe_mode(mode: int) -> str:
+    """What kind of file a mode says, for messages."""
+    for test, name in ((stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO")):
+        if test(mode):
+            return name
+    return "a device"

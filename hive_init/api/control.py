@@ -18,6 +18,7 @@ from hive_init.api.protocol import MAX_REQUEST, encode
 from hive_init.config import ConfigError, load
 from hive_init.paths import default_socket_path
 from hive_init.runtime.pid1 import signal_name
+from hive_init.securefs import UnsafePath, describe_mode, private_directory
 
 if TYPE_CHECKING:
     from hive_init.runtime.supervisor import Supervisor
@@ -127,7 +128,7 @@ def _claim(path: str) -> None:
         raise CannotListen(f"control socket {path}: {e.strerror}") from None
     if not stat.S_ISSOCK(st.st_mode) or st.st_uid not in (0, os.geteuid()):
         raise CannotListen(f"control socket {path} exists and is not ours (owner uid {st.st_uid}, "
-                           f"{_kind(st.st_mode)}): remove it or set [init] control_socket")
+                           f"{describe_mode(st.st_mode)}): remove it or set [init] control_socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
@@ -143,23 +144,12 @@ def _private_directory(directory: str) -> None:
     """The non-root default's directory: created 0700, or, if it exists, a real directory that is
     ours and closed to others (a directory in /tmp can be made first by anyone)."""
     try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        pass
+        private_directory(directory)
+    except UnsafePath as e:
+        raise CannotListen(f"control socket directory {directory} is {e.strerror}: remove it or set "
+                           "[init] control_socket") from None
     except OSError as e:
         raise CannotListen(f"control socket directory {directory}: cannot create: {e.strerror}") from None
-    st = os.stat(directory, follow_symlinks=False)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise CannotListen(f"control socket directory {directory} is not ours alone (owner uid {st.st_uid}, "
-                           f"mode {stat.S_IMODE(st.st_mode):o}, {_kind(st.st_mode)}): remove it or set [init] control_socket")
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO")):
-        if test(mode):
-            return name
-    return "a device"
 
 
 def _peer_allowed(stream: SocketStream) -> bool:

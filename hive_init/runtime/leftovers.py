@@ -30,11 +30,11 @@ RECORD_LIMIT = 1024 * 1024
 
 def record_path(control_socket: str) -> str:
     """One record per control socket: the socket is what makes an init this init."""
-    from hive_init.api.control import _private_directory
-    from hive_init.healthcheck import default_socket_path
+    from hive_init.paths import default_socket_path
+    from hive_init.securefs import private_directory
 
     directory = "/run/hive-init" if os.geteuid() == 0 else os.path.dirname(default_socket_path())
-    _private_directory(directory)
+    private_directory(directory)  # raises OSError (UnsafePath) when it cannot be ours alone
     digest = hashlib.sha256(os.path.abspath(control_socket).encode()).hexdigest()[:16]
     return os.path.join(directory, f"programs-{digest}.json")
 

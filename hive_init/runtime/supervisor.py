@@ -297,13 +297,12 @@ class Supervisor:
         this socket left running, and keep a record of ours (runtime/leftovers.py says why)."""
         if os.getpid() == 1:
             return None
-        from hive_init.api.listen import CannotListen
         from hive_init.runtime import leftovers
 
         try:
             path = leftovers.record_path(self.config.init.control_socket)
-        except CannotListen as e:  # no private directory to keep it in: run, without the record
-            self.log.warning(f"programs are not recorded for cleanup after a crash: {e}")
+        except OSError as e:  # no private directory to keep it in: run, without the record
+            self.log.warning(f"programs are not recorded for cleanup after a crash: {e.filename}: {e.strerror}")
             return None
         leftovers.stop_leftovers(path)
         return leftovers.Recorder(path)
