@@ -37,6 +37,9 @@ def genie_config(scratch: Path, pg_port: int, api_port: int) -> str:
         "port = 5432": f"port = {pg_port}",
         "127.0.0.1:5432": f"127.0.0.1:{pg_port}",
         "48886": str(api_port),
+        # the image installs hive_app into the venv; here it comes from the source tree, and a
+        # program gets only the environment its table declares (environment_passthrough)
+        'PYTHONUNBUFFERED = "1"\n': f'PYTHONUNBUFFERED = "1"\nPYTHONPATH = "{REPO / "images/app"}"\n',
     }
     for old, new in replacements.items():
         assert old in text, f"configs/genie.toml no longer has {old!r}: update this test"
