@@ -149,6 +149,10 @@ class _Converter(Reading, Expansion, Values, Rendering):
         self._name_programs()
         self._suggest_dependencies()
         self._shutdown_timeout()
+        # supervisord's programs inherit its whole environment; hive-init's get a declared one
+        self.init_fields.append(("environment_passthrough", ["*"],
+                                 "as supervisord: every variable of the init's environment but those "
+                                 "named like secrets (list names instead to narrow it)"))
         out = self._render(validation=False)
         try:
             tomllib.loads(out)

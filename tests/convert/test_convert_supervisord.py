@@ -66,7 +66,8 @@ def test_all_in_one_field_by_field(capsys, aio):
     assert status == exits.OK  # only boilerplate left out (said in the header) and warnings
     doc = tomllib.loads(out)
     # the longest stop chain (10s + 10s + 60s, a level at a time) fits in shutdown_timeout
-    assert doc["init"] == {"log_level": "warning", "shutdown_timeout": "85s"}
+    assert doc["init"] == {"log_level": "warning", "shutdown_timeout": "85s",
+                           "environment_passthrough": ["*"]}  # supervisord passes its whole environment
     programs = doc["programs"]
     assert list(programs) == ["postgres", "api", "health-monitor"]
 
@@ -273,7 +274,7 @@ def test_names_supervisord_wide_settings_and_values_from_the_environment(capsys,
     one, two, three = doc["programs"]["a_b"], doc["programs"]["a_b-2"], doc["programs"]["program___"]
     assert one["user"] == "nobody" and one["environment"] == {"LANG": "C.UTF-8"}  # from [supervisord]
     assert three["user"] == "root" and three["environment"] == {"LANG": "en_US.UTF-8"}
-    assert doc["init"] == {"log_level": "debug"}
+    assert doc["init"] == {"log_level": "debug", "environment_passthrough": ["*"]}
     assert "start_retries" not in two  # a number hive-init cannot take from the environment: reported
     assert status == exits.CONVERT_INCOMPLETE
     assert [(r["line"], r["key"]) for r in reports(err)] == [("11", "startretries")]
