@@ -285,12 +285,12 @@ def supervise(p: Plan, child: int, foreground: bool) -> int:
     while True:
         signum = signal.sigwaitinfo(ALL).si_signo
         if signum == signal.SIGCHLD:
-            code = reap(p, child, foreground)
+            code = reap(p, child)
             if code is not None:
                 break
             continue
         if signum == signal.SIGCONT:
-            take_terminal_back(child, foreground)
+            take_terminal_back(child)
         forward(p, child, signum)
     if p.group:
         end_group(p, child)
@@ -320,7 +320,7 @@ def forward(p: Plan, child: int, signum: int) -> None:
         say(f"forwarded {signal_name(signum)}{rewritten} to {whom}")
 
 
-def reap(p: Plan, child: int, foreground: bool) -> "int | None":
+def reap(p: Plan, child: int) -> "int | None":
     """Every child that has changed state (one SIGCHLD may stand for many); the child's exit
     status (128+N for signal N) once it has exited, else None."""
     code = None
@@ -364,9 +364,10 @@ def child_stopped(p: Plan, child: int, signum: int) -> None:
     # continued: the SIGCONT that did it is queued and comes through the loop
 
 
-def take_terminal_back(child: int, foreground: bool) -> None:
-    """`fg`: the shell gave the terminal to our group and continued us; the child had it."""
-    if foreground and terminal_is_ours():
+def take_terminal_back(child: int) -> None:
+    """`fg`: the shell gave the terminal to our group and continued us; the child gets it
+    (it had it, or it was stopped reading it from the background)."""
+    if terminal_is_ours():
         try:
             os.tcsetpgrp(0, child)  # SIGTTOU blocked: allowed even if we were not in front
         except OSError:

@@ -22,11 +22,10 @@ from hive_init.runtime.state import Board, State
 SHUTDOWN = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 KILL_WAIT = 2.0  # seconds for SIGKILLed programs' exits to be reaped at the shutdown deadline
 REPEAT_WINDOW = 0.5  # seconds: a second TERM/INT sooner than this is the same request delivered twice
-# Every signal that can be caught and is not a fault of our own: PID 1 gets no default action
-# for signals it has no handler for, so each one has a handler, even if only to log it.
-CATCHABLE = tuple(s for s in signal.valid_signals()
-                  if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
-                               signal.SIGILL, signal.SIGABRT, signal.SIGTRAP, signal.SIGSYS))
+# Every signal that can be caught: PID 1 gets no default action for signals it has no handler
+# for, so each one has a handler, even if only to log it. The faults among them are the ones
+# sent with kill(2): a fault of our own still kills the init (pid1.FAULTS says how).
+CATCHABLE = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
 
 
 class Supervisor:
