@@ -179,7 +179,7 @@ def run(p: Plan) -> int:
         return int(child.partition(":")[0])
     if p.verbose:
         say(f"started {p.argv[0]!r} as pid {child}" + (" (it has the terminal)" if foreground else ""))
-    status = supervise(p, child, foreground)
+    status = supervise(p, child)
     os._exit(status)
 
 
@@ -280,7 +280,7 @@ def exec_error(command: str, errno_: int) -> str:
     return f"{CANNOT_EXECUTE}:cannot start {command!r}: {os.strerror(errno_)}"
 
 
-def supervise(p: Plan, child: int, foreground: bool) -> int:
+def supervise(p: Plan, child: int) -> int:
     """The one loop: a signal at a time, until the child is gone; its status, as we exit with it."""
     while True:
         signum = signal.sigwaitinfo(ALL).si_signo
