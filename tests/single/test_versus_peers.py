@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.helpers import ROOT
-from tests.single.util import FAULTS, FORWARDABLE, INITS, UNSHARE, children, kill_tree, peers_or_skip, until
+from tests.single.util import FAULTS, FORWARDABLE, INITS, UNSHARE, children, kill_tree, peers_or_skip, proc_state, until
 
 pytestmark = pytest.mark.usefixtures("_peers")
 
@@ -146,7 +146,9 @@ def test_exit_statuses_and_128_plus_n_match_tini_and_dumb_init(pid1, status):
 
 
 LEAVER = "sleep 300 & echo $!; exit 7"
-STUBBORN = "(trap '' TERM; exec sleep 301) & echo $!; exit 7"
+# the leftover ignores TERM, and is sleeping (TERM ignored through its exec) before the child exits
+STUBBORN = ("sh -c \"trap '' TERM; exec sleep 301\" & p=$!; "
+            "until grep -q sleep /proc/$p/cmdline 2>/dev/null; do :; done; echo $p; exit 7")
 
 
 def leftover(init: str, pid1: bool, script: str) -> tuple[int, bool]:
@@ -158,7 +160,12 @@ def leftover(init: str, pid1: bool, script: str) -> tuple[int, bool]:
         status = proc.wait(30)
         if pid1:  # the namespace is gone with its PID 1: everything in it was killed
             return status, False
-        alive = os.path.exists(f"/proc/{pid_inside}") and "Z" not in open(f"/proc/{pid_inside}/stat").read().split()[2]
+        # dumb-init exits as soon as it has sent TERM: give the leftover time to die of it
+        try:
+            until(lambda: proc_state(pid_inside) in (None, "Z"), timeout=3, what="the leftover gone")
+            alive = False
+        except AssertionError:
+            alive = True
         if alive:
             os.kill(pid_inside, signal.SIGKILL)
         return status, alive
