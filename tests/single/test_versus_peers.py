@@ -148,7 +148,7 @@ def test_exit_statuses_and_128_plus_n_match_tini_and_dumb_init(pid1, status):
 LEAVER = "sleep 300 & echo $!; exit 7"
 # the leftover ignores TERM, and is sleeping (TERM ignored through its exec) before the child exits
 STUBBORN = ("sh -c \"trap '' TERM; exec sleep 301\" & p=$!; "
-            "until grep -q sleep /proc/$p/cmdline 2>/dev/null; do :; done; echo $p; exit 7")
+            "until readlink /proc/$p/exe | grep -q sleep; do :; done; echo $p; exit 7")
 
 
 def leftover(init: str, pid1: bool, script: str) -> tuple[int, bool]:
