@@ -199,11 +199,22 @@ def block_signals() -> set[int]:
 
 
 def prctl(option: int, value: int, what: str) -> bool:
-    import ctypes  # only here: it is not needed as PID 1 without -p
+    """prctl(2) through `_ctypes`, the C module: `ctypes` itself builds its whole type zoo at
+    import (struct and all), several ms before every child's first line; this needs one int."""
+    import _ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, value, 0, 0, 0) != 0:
-        say(f"prctl({what}) failed: {os.strerror(ctypes.get_errno())}")
+    class Int(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class Libc:
+        _handle = _ctypes.dlopen(None)
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = Int
+
+    if Function(("prctl", Libc))(option, value, 0, 0, 0) != 0:
+        say(f"prctl({what}) failed: {os.strerror(_ctypes.get_errno())}")
         return False
     return True
 
