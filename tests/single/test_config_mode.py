@@ -3,7 +3,6 @@ never kill the init, the init's own blocking never reaches its programs, and on 
 init (not a program) is the terminal's foreground program."""
 
 import os
-import sys
 import textwrap
 
 import pytest

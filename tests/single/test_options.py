@@ -4,7 +4,6 @@
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -68,12 +67,12 @@ def test_verbose_logs_each_forwarded_signal():
         assert proc.wait(20) == 0
         err = proc.stderr.read()
         assert "hive-init: SIGHUP dropped (--rewrite)\n" in err
-        assert f"hive-init: forwarded SIGUSR1 to process group {children_gone_pid(err)}\n" in err
+        assert f"hive-init: forwarded SIGUSR1 to process group {started_pid(err)}\n" in err
     finally:
         kill_tree(proc)
 
 
-def children_gone_pid(err: str) -> str:
+def started_pid(err: str) -> str:
     return err.split(" as pid ", 1)[1].split()[0]
 
 
