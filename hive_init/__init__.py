@@ -22,5 +22,8 @@ def block_signals() -> None:
 # `hive-init run ...` (the console script imports this module first; `python -m hive_init` too):
 # until the init's signal handling is in place, nothing sent must be lost (PID 1 would drop it)
 # or kill us with its default action (every signal but KILL/STOP, faults sent by kill(2) too).
-if _sys.argv[1:2] == ["run"] or (_sys.argv[1:2] in (["-s"], ["--socket"]) and _sys.argv[3:4] == ["run"]):
+# Only for the hive-init command itself (its console script, `python -m hive_init`: argv[0] is
+# "-m" while the module is imported), not for every program that imports the package.
+if _sys.argv[:1] and _sys.argv[0].rsplit("/", 1)[-1] in ("hive-init", "-m") and (
+        _sys.argv[1:2] == ["run"] or (_sys.argv[1:2] in (["-s"], ["--socket"]) and _sys.argv[3:4] == ["run"])):
     block_signals()
