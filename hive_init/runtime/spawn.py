@@ -16,7 +16,7 @@ import anyio
 from hive_init import exits
 from hive_init.config.model import DEFAULT_PASSTHROUGH, RunAs
 from hive_init.redact import is_secret_name
-from hive_init.runtime.pid1 import describe_exit, reaper
+from hive_init.runtime.pid1 import describe_exit, reaper, unblock_faults
 
 
 class SpawnError(Exception):
@@ -125,6 +125,7 @@ def spawn(
     # without a new session (single-command mode), the child still gets a process group of its
     # own, so that signals can go to the whole group while it keeps the terminal
     group = {} if new_session else {"process_group": 0}
+    faults = unblock_faults()  # the init's own blocking of fault signals is not the child's
     try:
         popen = subprocess.Popen(
             list(argv),
@@ -151,6 +152,8 @@ def spawn(
         if e.errno == errno.ENOEXEC:
             raise SpawnError(f"cannot execute {argv[0]!r}: not an executable format", exits.CANNOT_EXECUTE) from None
         raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", exits.CANNOT_EXECUTE) from None
+    finally:
+        faults.block_again()
     for stream in (popen.stdout, popen.stderr):
         if stream is not None:
             os.set_blocking(stream.fileno(), False)
