@@ -124,6 +124,11 @@ def _run(args) -> int:  # args: argparse.Namespace
     path = config_path(args.config)
     try:
         config = load(path)
+        if any(spec.listen for spec in config.programs.values()):
+            from hive_init.runtime.listen import held
+
+            # as root, before anything is spawned: an address that cannot be bound is a config error
+            held.hold(config)
     except ConfigError as e:
         log.fatal(str(e))
         return exits.CONFIG
@@ -146,6 +151,10 @@ def _run(args) -> int:  # args: argparse.Namespace
         frame = traceback.extract_tb(e.__traceback__)[-1]
         log.fatal(f"internal error: {type(e).__name__}: {e} (at {frame.filename}:{frame.lineno})")
         status = exits.SOFTWARE
+    if any(spec.listen for spec in config.programs.values()):
+        from hive_init.runtime.listen import held
+
+        held.release_all()  # unix socket files go with the init that made them
     log.sink.flush_blocking()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -205,7 +205,11 @@ async def reload_config(supervisor: "Supervisor") -> dict:
     except ConfigError as e:
         logger.error(f"reload rejected: {e}")
         return _error("invalid_config", str(e))
-    changes = await supervisor.apply(config)
+    try:
+        changes = await supervisor.apply(config)
+    except ConfigError as e:  # an address of `listen` that cannot be bound: nothing was touched
+        logger.error(f"reload rejected: {e}")
+        return _error("invalid_config", str(e))
     logger.info("reloaded", **{k: ",".join(v) for k, v in changes.items() if v})
     return {"ok": True, **changes}
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 Condition = Literal["started", "ready", "completed"]
 RestartPolicy = Literal["always", "on-failure", "never"]
 LogFormat = Literal["json", "console", "auto"]
+RestartOrder = Literal["start-first", "stop-first"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,18 @@ class LogFile:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenSpec:
+    """One address hive-init binds and holds for a program (hive_init.runtime.listen)."""
+
+    address: str  # as written: "127.0.0.1:8000", "[::1]:80", "unix:/run/app.sock", "unix:@abstract"
+    name: str  # its entry in LISTEN_FDNAMES
+    # unix sockets on the file system only: the socket file's mode and owner
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProgramSpec:
     name: str
     command: tuple[str, ...]
@@ -71,6 +84,9 @@ class ProgramSpec:
     log_file: LogFile | None = None
     readiness: Probe | None = None
     liveness: Probe | None = None
+    listen: tuple[ListenSpec, ...] = ()
+    # start-first: a restart starts the new process and stops the old one once the new is READY
+    restart_order: RestartOrder = "stop-first"
     # the kind's own validated settings (PostgresSpec for kind = "postgres")
     options: Any = None
 

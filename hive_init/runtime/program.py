@@ -11,6 +11,7 @@ from hive_init import log
 from hive_init.config.model import Probe, ProgramSpec
 from hive_init.health.probes import ProbeResult, ProbeStats, check
 from hive_init.runtime.kind import Kind, PrepareError, kind_for
+from hive_init.runtime.listen import held
 from hive_init.runtime.output import Output
 from hive_init.runtime.pid1 import describe_exit, signal_name
 from hive_init.runtime.restart import RestartTracker
@@ -200,7 +201,8 @@ class Program:
             if not self.want_up:
                 return None, True
             child = spawn(launch.argv, env=launch.env, cwd=launch.cwd, run_as=launch.run_as,
-                          kill_group=self.spec.kill_group, on_exit=lambda _child: self._wakeup.set())
+                          kill_group=self.spec.kill_group, on_exit=lambda _child: self._wakeup.set(),
+                          listen_fds=held.passed(self.spec.listen))
         except (PrepareError, SpawnError) as e:
             self.log.error(f"cannot start: {e}")
             self.started_at = time.time()

@@ -15,6 +15,7 @@ import anyio
 
 from hive_init import exits, log, redact
 from hive_init.config.model import Config
+from hive_init.runtime.listen import held
 from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper, signal_name
 from hive_init.runtime.program import Program
 from hive_init.runtime.state import Board, State
@@ -85,6 +86,9 @@ class Supervisor:
             return await self._apply(config)
 
     async def _apply(self, config: Config) -> dict[str, list[str]]:
+        # new addresses are bound before anything is touched: one that cannot be is a
+        # ConfigError, and the reload is rejected whole (kept addresses stay the same sockets)
+        await anyio.to_thread.run_sync(held.hold, config)
         old, new = self.config.programs, config.programs
         removed = [n for n in old if n not in new]
         changed = [n for n in old if n in new and old[n] != new[n]]
@@ -110,6 +114,7 @@ class Supervisor:
         self.programs.update(ordered)
         for program in fresh.values():
             self._launch(program)
+        held.release_unused(self.config)  # a stopped process's copy is gone with it
         self.board.changed()
         return {"added": added, "removed": removed, "changed": changed}
 
@@ -255,6 +260,7 @@ def describe(p: Program) -> dict[str, Any]:
         "last_exit": p.last_exit,
         "reason": redact.redact(p.reason),
         "critical": p.spec.critical,
+        "listen": held.bound(p.spec.listen),
         "probe": None if probe is None else {
             "ok": probe.ok, "latency_ms": round(probe.latency * 1000, 2), "message": redact.redact(probe.message),
         },
