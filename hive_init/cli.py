@@ -39,6 +39,10 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
     for name in ("start", "stop", "restart"):
         cmd = sub.add_parser(name, help=f"{name} a program")
         cmd.add_argument("name")
+        if name == "restart":
+            cmd.add_argument("--stop-first", action="store_true",
+                             help="stop the old process before starting the new one (default with listen: "
+                                  "start the new one, and stop the old one once the new one is READY)")
     sig = sub.add_parser("signal", help="send a signal to a program's process group")
     sig.add_argument("name")
     sig.add_argument("signal", help="name or number, e.g. HUP")

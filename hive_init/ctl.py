@@ -67,6 +67,8 @@ def _program_command(client: Client, args: argparse.Namespace) -> int:
     request = {"cmd": args.command, "name": args.name}
     if args.command == "signal":
         request["signal"] = args.signal
+    if args.command == "restart" and args.stop_first:
+        request["stop_first"] = True
     if args.command in ("stop", "restart"):
         client.sock.settimeout(None)  # stopping waits for the program's own stop_timeout
     return _report(client.request(request), args.name)

@@ -146,6 +146,13 @@ async def handle(supervisor: "Supervisor", request: dict) -> dict:
         await program.stop()
         return {"ok": True, "state": program.state.value}
     if cmd == "restart":
+        from hive_init.runtime.rolling import roll, rolls
+
+        if rolls(program) and not request.get("stop_first"):
+            failure = await roll(supervisor, program)
+            if failure is not None:
+                return _error("restart_failed", f"the new process {failure}; the old one keeps serving")
+            return {"ok": True, "state": supervisor.programs[name].state.value}
         await program.restart()
         return {"ok": True, "state": program.state.value}
     if cmd == "signal":

