@@ -4,12 +4,9 @@ when it runs, and `hive-init health` (run by Docker every few seconds) skips eve
 import os
 import sys
 
-DEFAULT_CONFIG = "/etc/hive-init/hive-init.toml"
+from hive_init.paths import DEFAULT_CONFIG, config_path
+
 _EARLY_SIGNALS = (1, 2, 3, 15)  # HUP, INT, QUIT, TERM (numbers: `signal` is not imported for every command)
-
-
-def config_path(explicit: str | None) -> str:
-    return explicit or os.environ.get("HIVE_INIT_CONFIG") or DEFAULT_CONFIG
 
 
 def _parser():  # -> argparse.ArgumentParser, imported here: the health check never needs it
@@ -85,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert":
             from hive_init.convert import command
 
+            _register_kinds(runtime=False)
             return command(args.source, args.output)
         if args.command is None:
             _parser().print_help()
@@ -100,6 +98,7 @@ def _check(path: str | None) -> int:
     from hive_init import exits
     from hive_init.config import ConfigError, load
 
+    _register_kinds(runtime=False)
     path = config_path(path)
     try:
         config = load(path)
@@ -125,6 +124,7 @@ def _run(args) -> int:  # args: argparse.Namespace
     from hive_init import log
     from hive_init.config import ConfigError, load
 
+    _register_kinds()
     path = config_path(args.config)
     try:
         config = load(path)
@@ -145,7 +145,7 @@ def _run(args) -> int:  # args: argparse.Namespace
     from hive_init.runtime.supervisor import Supervisor
 
     async def supervise() -> int:
-        return await Supervisor(config).run()
+        return await Supervisor(config, endpoints=_endpoints(config), reload=_reload).run()
 
     try:
         status = anyio.run(supervise)
@@ -165,6 +165,40 @@ def _run(args) -> int:  # args: argparse.Namespace
     # Every child is gone and every line written: tearing down ~370 modules would only delay
     # the container's exit (by about 50 ms, measured).
     os._exit(status)
+
+
+# ---- wiring: what the layers below may not import themselves -------------------------------------
+
+def _register_kinds(runtime: bool = True) -> None:
+    """The kinds beyond `command` make themselves known to the config (and, to run them, to the
+    runtime). Cheap: each imports its modules only when a program of its kind is read or run."""
+    from hive_init import postgres
+
+    postgres.register(runtime=runtime)
+
+
+def _endpoints(config):  # -> list of endpoints for the Supervisor (see runtime/supervisor.py)
+    """The control socket, and the HTTP endpoint when configured. Each module is imported when
+    its endpoint starts, after the programs were spawned: importing them must not delay that."""
+    import anyio
+
+    async def control(supervisor, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        from hive_init.api.control import serve_control
+
+        await serve_control(supervisor, task_status=task_status)
+
+    async def http(supervisor, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        from hive_init.api.http import serve_http
+
+        await serve_http(supervisor, task_status=task_status)
+
+    return [control] + ([http] if config.init.http is not None else [])
+
+
+async def _reload(supervisor):  # SIGHUP: as the control socket's reload does it
+    from hive_init.api.control import reload_config
+
+    return await reload_config(supervisor)
 
 
 def _run_single(argv: list[str], rewrites: list[str], group: bool) -> int:

@@ -2,22 +2,10 @@
 argparse and the `socket` module (the C `_socket` does all it needs), one request, one line."""
 
 import json
-import os
 
 import _socket
 
-
-def socket_path(explicit: str | None) -> str:
-    """Where the clients look: -s, else $HIVE_INIT_SOCKET, else the default."""
-    return explicit or os.environ.get("HIVE_INIT_SOCKET") or default_socket_path()
-
-
-def default_socket_path() -> str:
-    """`[init] control_socket`'s default."""
-    if os.geteuid() == 0:
-        return "/run/hive-init.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return os.path.join(runtime, "hive-init.sock") if runtime else f"/tmp/hive-init-{os.geteuid()}.sock"
+from hive_init.paths import default_socket_path, socket_path  # noqa: F401  (re-exported: the fast path's users)
 
 
 def main(socket: str | None = None, timeout: float = 5.0) -> int:

@@ -14,7 +14,7 @@ import anyio
 from hive_init import log
 
 if TYPE_CHECKING:
-    from hive_init.runtime.supervisor import Supervisor
+    from hive_init.runtime.supervisor import SupervisorView
 
 MAX_CONNECTIONS = 1000  # a bound on descriptors; idle ones are closed long before it matters
 KEEPALIVE_SECONDS = 5
@@ -22,7 +22,7 @@ FIRST_REQUEST_SECONDS = 5  # a connection that has not sent a whole request by t
 
 
 class HealthApp:
-    def __init__(self, supervisor: "Supervisor"):
+    def __init__(self, supervisor: "SupervisorView"):
         self.supervisor = supervisor
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -81,7 +81,7 @@ def _protocol() -> type:
     return Protocol
 
 
-async def serve_http(supervisor: "Supervisor", *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+async def serve_http(supervisor: "SupervisorView", *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
     import uvicorn
 
     host, port = supervisor.config.init.http  # type: ignore[misc]

@@ -8,12 +8,12 @@ from hive_init.health.probes import BUCKETS
 from hive_init.runtime.state import State
 
 if TYPE_CHECKING:
-    from hive_init.runtime.supervisor import Supervisor
+    from hive_init.runtime.supervisor import SupervisorView
 
 _registry: Any = None
 
 
-def render(supervisor: "Supervisor") -> tuple[bytes, str]:
+def render(supervisor: "SupervisorView") -> tuple[bytes, str]:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     global _registry
@@ -28,7 +28,7 @@ def render(supervisor: "Supervisor") -> tuple[bytes, str]:
 class _Collector:
     """Reads the supervisor's state at scrape time; nothing is updated on the init's hot paths."""
 
-    def __init__(self, supervisor: "Supervisor"):
+    def __init__(self, supervisor: "SupervisorView"):
         import psutil
 
         self.supervisor = supervisor

@@ -11,7 +11,7 @@ def encode(message: dict) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-from hive_init.healthcheck import socket_path  # noqa: E402,F401  (one definition of the default path)
+from hive_init.paths import socket_path  # noqa: E402,F401  (one definition of the default path)
 
 
 class Unreachable(Exception):

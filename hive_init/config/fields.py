@@ -182,3 +182,12 @@ def _name(kind: type | tuple[type, ...]) -> str:
 def _describe(value: object) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "a table"}
     return names.get(type(value), type(value).__name__)
+
+
+PROGRAM_NAME_RULE = "program names may only use letters, digits, '-', '_' and '.'"
+
+
+def valid_program_name(name: str) -> bool:
+    """The one rule for a program's name (PROGRAM_NAME_RULE): the loader enforces it, the
+    converter renames what breaks it."""
+    return name.replace("-", "").replace("_", "").replace(".", "").isalnum()

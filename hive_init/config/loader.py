@@ -11,15 +11,14 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
+from hive_init.config import kinds
 from hive_init.config.errors import ConfigError
 from hive_init.config.expand import UnsetVariable, expand
-from hive_init.config.fields import Table
+from hive_init.config.fields import PROGRAM_NAME_RULE, Table, valid_program_name
 from hive_init.config.graph import find_cycle
-from hive_init.healthcheck import default_socket_path
+from hive_init.paths import default_socket_path
 from hive_init.config.model import Backoff, Config, InitSpec, ListenSpec, LogFile, Probe, ProgramSpec, RunAs
 
-DEFAULT_PATH = "/etc/hive-init/hive-init.toml"
-KINDS = ("command", "postgres")
 CONDITIONS = ("started", "ready", "completed")
 
 
@@ -121,26 +120,22 @@ _COMMON = {
 
 def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
     assert t is not None
-    kind_fields: frozenset[str] = frozenset()
-    if t.data.get("kind") == "postgres":
-        from hive_init.postgres.spec import FIELDS as kind_fields
+    own_kind = kinds.get(t.data.get("kind"))  # None: command, or a kind choice() rejects below
+    kind_fields = own_kind.fields() if own_kind is not None else frozenset()
     t.reject_unknown(_COMMON | kind_fields)
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise t.error(None, "program names may only use letters, digits, '-', '_' and '.'")
-    kind = t.choice("kind", KINDS, "command")
-    is_postgres = kind == "postgres"
+    if not valid_program_name(name):
+        raise t.error(None, PROGRAM_NAME_RULE)
+    kind = t.choice("kind", kinds.names(), "command")
     oneshot = t.boolean("oneshot", False)
     depends_on = _depends_on(t)
     defaults: dict[str, Any] = {}
     options: Any = None
-    if is_postgres:
-        from hive_init.postgres.spec import parse_options
-
+    if own_kind is not None:
         # the kind reads its own fields; what it leaves unread is caught by done() below
-        options, defaults = parse_options(t, secrets)
+        options, defaults = own_kind.parse(t, secrets)
         command: tuple[str, ...] = ()
         if t.has("command"):
-            raise t.error("command", "a kind = \"postgres\" program builds its own command; remove it (use `settings`)")
+            raise t.error("command", own_kind.own_command)
     else:
         command = _command(t)
     run_as = _run_as(t, defaults.get("user"))
@@ -149,7 +144,7 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
         raise t.error("restart", "a oneshot program runs to completion once; use \"on-failure\" or \"never\"")
     log_path = t.string("log_file", None)
     listen = _listen(t, name, run_as)
-    restart_order = _restart_order(t, listen, is_postgres)
+    restart_order = _restart_order(t, listen, kind if own_kind is not None else None)
     spec = ProgramSpec(
         name=name,
         kind=kind,
@@ -172,8 +167,8 @@ def _program(name: str, t: Table | None, secrets: set[str]) -> ProgramSpec:
         kill_group=t.boolean("kill_group", True),
         log_file=LogFile(log_path, t.size("log_file_max_size", 10 * 1024 * 1024),
                          t.integer("log_file_backups", 3, minimum=0, maximum=100)) if log_path else None,
-        readiness=t.sub("readiness", lambda p: _probe(p, is_postgres)) or defaults.get("readiness"),
-        liveness=t.sub("liveness", lambda p: _probe(p, is_postgres)),
+        readiness=t.sub("readiness", lambda p: _probe(p, own_kind)) or defaults.get("readiness"),
+        liveness=t.sub("liveness", lambda p: _probe(p, own_kind)),
         listen=listen,
         restart_order=restart_order,
         options=options,
@@ -261,10 +256,11 @@ def _mode(t: Table, key: str, default: int) -> int:
     raise t.error(key, f"expected an octal mode like \"0660\" (got {value!r})")
 
 
-def _restart_order(t: Table, listen: tuple[ListenSpec, ...], is_postgres: bool) -> Any:
+def _restart_order(t: Table, listen: tuple[ListenSpec, ...], own_kind: str | None) -> Any:
     order = t.choice("restart_order", ("start-first", "stop-first"), "start-first" if listen else "stop-first")
-    if order == "start-first" and is_postgres:
-        raise t.error("restart_order", "PostgreSQL cannot run twice on one data directory; use \"stop-first\"")
+    if order == "start-first" and own_kind is not None:
+        # a kind runs a server that owns its state (PostgreSQL: one postmaster per data directory)
+        raise t.error("restart_order", f"a kind = \"{own_kind}\" program cannot run twice at once; use \"stop-first\"")
     return order
 
 
@@ -377,12 +373,14 @@ def _backoff(t: Table) -> Backoff:
     return b
 
 
-def _probe(t: Table, is_postgres: bool) -> Probe:
-    kinds = [k for k in ("exec", "tcp", "http", "postgres") if t.has(k)]
-    if len(kinds) != 1:
+def _probe(t: Table, own_kind: kinds.ConfigKind | None) -> Probe:
+    own = own_kind.name if own_kind is not None and own_kind.probe_defaults is not None else None
+    present = [k for k in ("exec", "tcp", "http", *kinds.probes()) if t.has(k)]
+    if len(present) != 1:
         raise t.error(None, "needs exactly one of exec = [...], tcp = \"host:port\", http = \"URL\""
-                      + (", postgres = true" if is_postgres else ""))
-    kind = kinds[0]
+                      + (f", {own} = true" if own else ""))
+    kind = present[0]
+    period, timeout = 10.0, 1.0
     target: Any
     if kind == "exec":
         target = t.string_list("exec")
@@ -392,17 +390,18 @@ def _probe(t: Table, is_postgres: bool) -> Probe:
         target = t.string("http")
         if not target.startswith(("http://", "https://")):
             raise t.error("http", f"expected an http:// URL (got {target!r})")
-    else:
-        if not is_postgres:
-            raise t.error("postgres", "the postgres probe is only for kind = \"postgres\" programs")
-        if t.boolean("postgres") is not True:
-            raise t.error("postgres", "set postgres = true, or use another probe")
+    else:  # a kind's own probe, named after the kind
+        if kind != own or own_kind is None or own_kind.probe_defaults is None:
+            raise t.error(kind, f"the {kind} probe is only for kind = \"{kind}\" programs")
+        if t.boolean(kind) is not True:
+            raise t.error(kind, f"set {kind} = true, or use another probe")
         target = None
+        period, timeout = own_kind.probe_defaults
     probe = Probe(
-        kind=kind,
+        kind=kind,  # type: ignore[arg-type]
         target=target,
-        period=t.duration("period", 10.0 if kind != "postgres" else 5.0),
-        timeout=t.duration("timeout", 1.0 if kind != "postgres" else 3.0),
+        period=t.duration("period", period),
+        timeout=t.duration("timeout", timeout),
         initial_delay=t.duration("initial_delay", 0.0),
         success_threshold=t.integer("success_threshold", 1, minimum=1),
         failure_threshold=t.integer("failure_threshold", 3, minimum=1),

@@ -1030,8 +1030,10 @@ def _checked_name(name: str, section: Section, opt: Option | None) -> str:
 
 
 def _valid_name(name: str) -> bool:
-    """hive-init's rule (hive_init.config.loader)."""
-    return name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    """hive-init's rule, from its one place."""
+    from hive_init.config.fields import valid_program_name
+
+    return valid_program_name(name)
 
 
 def _here(path: str) -> str:

@@ -1,29 +1,21 @@
 """The probes themselves: exec (a command exits 0), tcp (a connection is accepted), http (a GET
-answers 2xx/3xx). Each returns a ProbeResult and never raises; the timeout is the probe's own."""
+answers 2xx/3xx). Each returns a ProbeResult; it raises only for a bug of its own code. The
+timeout is the probe's own."""
 
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
 
 from hive_init.config.model import Probe
-from hive_init.runtime.spawn import run_command
-
-if TYPE_CHECKING:
-    from hive_init.runtime.kind import Kind
+from hive_init.runtime.kind import Kind, ProbeResult
+from hive_init.runtime.spawn import child_environment, run_command
 
 # Prometheus-style buckets for the probe duration histogram (seconds)
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    ok: bool
-    latency: float
-    message: str
-    at: float  # unix time
+__all__ = ["BUCKETS", "ProbeResult", "ProbeStats", "check"]  # ProbeResult lives with Kind, whose probe returns it
 
 
 class ProbeStats:
@@ -46,7 +38,7 @@ class ProbeStats:
                 break
 
 
-async def check(probe: Probe, kind: "Kind") -> ProbeResult:
+async def check(probe: Probe, kind: Kind) -> ProbeResult:
     start = time.monotonic()
     try:
         with anyio.fail_after(probe.timeout):
@@ -63,15 +55,15 @@ async def check(probe: Probe, kind: "Kind") -> ProbeResult:
         ok, message = False, f"timed out after {probe.timeout:g}s"
     except OSError as e:
         ok, message = False, e.strerror or str(e)
-    except Exception as e:  # a probe must never take the program's task down with it
-        ok, message = False, f"{type(e).__name__}: {e}"
+    except (anyio.BrokenResourceError, anyio.EndOfStream):
+        ok, message = False, "connection closed"
+    # anything else is a bug in the probe code, not a failing program: the caller (Program)
+    # logs it as a bug and does not count it
     return ProbeResult(ok, time.monotonic() - start, message, time.time())
 
 
-async def _exec(probe: Probe, kind: "Kind") -> tuple[bool, str]:
+async def _exec(probe: Probe, kind: Kind) -> tuple[bool, str]:
     spec = kind.spec
-    from hive_init.runtime.spawn import child_environment
-
     result = await run_command(probe.target or (), env=child_environment(spec.environment, spec.run_as),
                                cwd=spec.directory, run_as=spec.run_as, output_limit=512)
     last = result.output.strip().splitlines()[-1:] or [""]

@@ -6,6 +6,7 @@ process group without any risk of PID reuse), and only then reaps it.
 """
 
 import os
+import signal as _signal
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,12 @@ if TYPE_CHECKING:
     import anyio
 
 PR_SET_CHILD_SUBREAPER = 36
+# Every signal that can be caught and is not a fault of our own: PID 1 gets no default action
+# for signals it has no handler for, so each one has a handler, even if only to log it (the
+# supervisor's and single-command mode's SignalQueue).
+CATCHABLE = tuple(s for s in _signal.valid_signals()
+                  if s not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGSEGV, _signal.SIGBUS, _signal.SIGFPE,
+                               _signal.SIGILL, _signal.SIGABRT, _signal.SIGTRAP, _signal.SIGSYS))
 
 ExitHandler = Callable[[int], None]
 

@@ -1,8 +1,13 @@
 """One program's life: wait for its dependencies, prepare, spawn, watch, probe, stop, and
-restart it through its backoff, or give up (FATAL). One task per program drives all of it."""
+restart it through its backoff, or give up (FATAL). One task per program drives all of it.
+
+The task decides *when* something happened; what that does to the program's state is one
+lookup in runtime/state.py's TRANSITIONS (state x event -> next state), made in `_fire` and
+nowhere else. `want_up` is the operator's wish (s6's "want up"), not a state."""
 
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -15,8 +20,8 @@ from hive_init.runtime.listen import held
 from hive_init.runtime.output import Output
 from hive_init.runtime.pid1 import describe_exit, signal_name
 from hive_init.runtime.restart import RestartTracker
-from hive_init.runtime.spawn import KILL_WAIT, Child, SpawnError, spawn, wait_exit
-from hive_init.runtime.state import DOWN, UP, Board, State
+from hive_init.runtime.spawn import KILL_WAIT, Child, SpawnError, kill, spawn, wait_exit
+from hive_init.runtime.state import DOWN, UP, Board, Event, State, next_state
 
 # Before a readiness probe first passes it is tried sooner than its period: from this delay,
 # doubling up to the period, so a program is READY within milliseconds of really being ready
@@ -25,12 +30,14 @@ FIRST_READY_DELAY = 0.02
 
 
 class Program:
-    def __init__(self, spec: ProgramSpec, board: Board, programs: dict[str, "Program"], buffer_lines: int = 1000):
+    def __init__(self, spec: ProgramSpec, board: Board, programs: dict[str, "Program"], buffer_lines: int = 1000,
+                 *, kind: Kind | None = None, spawner: Callable[..., Child] = spawn):
         self.spec = spec
         self.name = spec.name
         self.board = board
         self.programs = programs
-        self.kind: Kind = kind_for(spec)
+        self.kind: Kind = kind if kind is not None else kind_for(spec)
+        self._spawn = spawner  # runtime.spawn.spawn; the unit tests give a fake one
         self.output = Output(spec.name, buffer_lines, spec.log_file)
         self.tracker = RestartTracker(spec)
         self.log = log.get_logger(program=spec.name)
@@ -38,7 +45,7 @@ class Program:
         self.reason = ""
         self.want_up = spec.autostart
         self.child: Child | None = None
-        self.started_at: float | None = None  # unix time of the current child's start
+        self.started_at: float | None = None  # time.monotonic() of the current attempt's start
         self.last_exit: int | None = None
         self.completed = False  # a oneshot that ran to success
         self.ready_probe: ProbeResult | None = None
@@ -48,6 +55,10 @@ class Program:
         self._failure: str | None = None  # why a running child is being stopped to be restarted
         self.scope = anyio.CancelScope()  # the supervisor's handle on this program's task
         self._preparing: anyio.CancelScope | None = None
+        # set by the supervisor for restart_order = "start-first": takes a restart over (True) or not
+        self.rolling: Callable[[str], bool] | None = None
+        # called with (state, event, next state) at every transition (tests, observers)
+        self.on_transition: Callable[[State, Event, State], None] | None = None
 
     # ---- what others see -------------------------------------------------------------------
     @property
@@ -68,7 +79,8 @@ class Program:
         return self.want_up or self.spec.critical or self.state is State.FATAL
 
     def uptime(self) -> float | None:
-        return time.time() - self.started_at if self.started_at and self.pid else None
+        """Seconds the current child has been running (monotonic: a clock step cannot bend it)."""
+        return self.child.uptime() if self.child is not None and self.pid else None
 
     # ---- what operators ask ------------------------------------------------------------------
     def start(self) -> None:
@@ -77,21 +89,41 @@ class Program:
         self.want_up = True
         self.completed = False
         self.tracker.reset()
-        if self.state in (State.EXITED, State.FATAL):
-            self._set(State.STOPPED, "start requested")
+        if self.state in DOWN:
+            self._fire(Event.START, None if self.state is State.STOPPED else "start requested")
         self.board.changed()
 
-    async def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask for the stop and return at once; the program's task carries it out."""
         self.want_up = False
         self._wakeup.set()
         if self._preparing is not None:
             self._preparing.cancel()
         self.board.changed()
+
+    async def stop(self) -> None:
+        self.request_stop()
         await self.board.until(lambda: self.state in DOWN)
 
     async def restart(self) -> None:
         await self.stop()
         self.start()
+
+    def request_restart(self, reason: str) -> None:
+        """Restart the running child through its normal stop (stop_signal, stop_timeout, then
+        SIGKILL), counted by the restart policy like a crash, with `reason` as what is shown.
+        The one way to restart a running program: liveness failures, memory limits and rolling
+        restarts use it. Ignored when no child is running."""
+        if self.pid is None or self._failure is not None or not self.want_up:
+            return
+        self.log.warning(reason)
+        if self.rolling is not None and self.rolling(reason):
+            return  # restart_order = "start-first": a new process replaces this one (runtime/rolling.py)
+        self._restart(reason)
+
+    def _restart(self, reason: str) -> None:
+        self._failure = reason
+        self._wakeup.set()
 
     def signal(self, signum: int) -> bool:
         return self.child.signal(signum) if self.child is not None else False
@@ -106,6 +138,18 @@ class Program:
                 await self.board.until(lambda: self.want_up)
                 if await self._dependencies_met():
                     await self._run_until_down(pumps)
+
+    def _fire(self, event: Event, reason: str | None = "", **fields: Any) -> None:
+        """The one place a program's state changes: `event` meets the current state, the table
+        gives the next one. reason None keeps the current reason."""
+        before = self.state
+        after = next_state(before, event)
+        if after is None:
+            self.log.error(f"bug: {event.name} cannot happen in {before.value}; state kept")
+            return
+        self._set(after, self.reason if reason is None else reason, **fields)
+        if self.on_transition is not None:
+            self.on_transition(before, event, after)
 
     def _set(self, state: State, reason: str = "", **fields: Any) -> None:
         changed = state is not self.state
@@ -127,16 +171,16 @@ class Program:
                 failure = dep.condition_failed(condition)
                 if failure:
                     self.want_up = False
-                    self._set(State.FATAL, f"dependency {dep_name} {failure}")
+                    self._fire(Event.DEPENDENCY_FAILED, f"dependency {dep_name} {failure}")
                     return False
                 waiting.append(f"{dep_name} ({condition})")
             if not waiting:
                 return True
             if self.state is not State.STARTING or self.reason != f"waiting for {', '.join(waiting)}":
-                self._set(State.STARTING, f"waiting for {', '.join(waiting)}")
+                self._fire(Event.WAITING, f"waiting for {', '.join(waiting)}")
             await self.board.next_change()
         if self.state is State.STARTING:
-            self._set(State.STOPPED, "stop requested")
+            self._fire(Event.CANCEL, "stop requested")
         return False
 
     def condition_holds(self, condition: str) -> bool:
@@ -159,33 +203,38 @@ class Program:
         return None
 
     async def _run_until_down(self, pumps: anyio.abc.TaskGroup) -> None:
-        while self.want_up:
-            self._set(State.STARTING, "preparing" if self.spec.kind != "command" else "")
+        preparing = "preparing" if self.spec.kind != "command" else ""
+        self._fire(Event.DEPENDENCIES_MET, preparing)
+        while True:
             code, stopped = await self._run_once(pumps)
             if stopped:
-                self._set(State.STOPPED, describe_exit(code) if code not in (None, 0, -self.spec.stop_signal) else "")
+                # code None: stopped before anything was spawned
+                self._fire(Event.CANCEL if code is None else Event.EXITED_STOPPED,
+                           describe_exit(code) if code not in (None, 0, -self.spec.stop_signal) else "")
                 return
             assert code is not None
             self.last_exit = code
-            uptime = time.time() - self.started_at if self.started_at else 0.0
-            decision = self.tracker.after_exit(code, uptime, time.monotonic())
+            now = time.monotonic()
+            uptime = now - self.started_at if self.started_at is not None else 0.0
+            decision = self.tracker.after_exit(code, uptime, now)
             what = self._failure or describe_exit(code)
             if decision.verdict == "done":
                 self.completed = self.spec.oneshot or self.tracker.succeeded(code)
                 self.want_up = False
-                self._set(State.EXITED, what if not self.spec.oneshot else f"completed ({what})")
+                self._fire(Event.EXITED_DONE, what if not self.spec.oneshot else f"completed ({what})")
                 return
             if decision.verdict in ("failed", "fatal"):
                 self.want_up = False
-                self._set(State.FATAL, f"{what}; " + decision.reason, exit_code=code)
+                self._fire(Event.EXITED_FATAL, f"{what}; " + decision.reason, exit_code=code)
                 return
-            self._set(State.BACKOFF, f"{what}; restarting in {decision.delay:.3g}s", exit_code=code)
+            self._fire(Event.EXITED_RESTART, f"{what}; restarting in {decision.delay:.3g}s", exit_code=code)
             with anyio.move_on_after(decision.delay):
                 await self.board.until(lambda: not self.want_up)
             if not self.want_up:
-                self._set(State.STOPPED, "stopped during backoff")
+                self._fire(Event.CANCEL, "stopped during backoff")
                 return
             self.tracker.restarting(time.monotonic())
+            self._fire(Event.BACKOFF_ELAPSED, preparing)
 
     async def _run_once(self, pumps: anyio.abc.TaskGroup) -> tuple[int | None, bool]:
         """Start the program once and watch it. Returns (exit code, whether it was stopped on request)."""
@@ -200,24 +249,35 @@ class Program:
                 self._preparing = None
             if not self.want_up:
                 return None, True
-            child = spawn(launch.argv, env=launch.env, cwd=launch.cwd, run_as=launch.run_as,
-                          kill_group=self.spec.kill_group, on_exit=lambda _child: self._wakeup.set(),
-                          listen_fds=held.passed(self.spec.listen))
+            # the held sockets of `listen` (runtime/listen.py), as fds 3, 4, ...
+            passed = {"listen_fds": held.passed(self.spec.listen)} if self.spec.listen else {}
+            child = self._spawn(launch.argv, env=launch.env, cwd=launch.cwd, run_as=launch.run_as,
+                                kill_group=self.spec.kill_group, on_exit=lambda _child: self._wakeup.set(), **passed)
         except (PrepareError, SpawnError) as e:
             self.log.error(f"cannot start: {e}")
-            self.started_at = time.time()
+            self.started_at = time.monotonic()
             if not self.want_up:
                 return None, True
             return getattr(e, "code", 1), False
-        self.child, self.started_at = child, time.time()
+        self.child, self.started_at = child, time.monotonic()
         for fd, stream in ((child.stdout, "stdout"), (child.stderr, "stderr")):
             if fd is not None:
                 pumps.start_soon(self._pump, child, fd, stream)
         self.log.info("spawned", pid=child.pid, command=" ".join(launch.argv))
-        async with anyio.create_task_group() as watchers:
-            watchers.start_soon(self._watch_started, child)
-            await self._wakeup.wait()
-            watchers.cancel_scope.cancel()
+        self._fire(Event.SPAWNED, None)
+        try:
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(self._watch_started, child)
+                await self._wakeup.wait()
+                watchers.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            # this task was cancelled (the program removed by a reload, the shutdown deadline):
+            # the child must not outlive the task that watches it
+            with anyio.CancelScope(shield=True):
+                if child.code is None:
+                    self.log.warning("killed (its task was cancelled)", pid=child.pid)
+                    await kill(child)  # bounded: the reaper may be cancelled too
+            raise
         if child.code is None:
             await self._stop_child(child)
             if self._failure and self.want_up:
@@ -237,7 +297,7 @@ class Program:
                 pipe.close()
 
     async def _stop_child(self, child: Child) -> None:
-        self._set(State.STOPPING, self._failure or "")
+        self._fire(Event.RESTART if self._failure else Event.STOP, self._failure or "")
         try:
             for signum, wait in self.kind.stop_plan():
                 child.signal(signum)
@@ -264,14 +324,14 @@ class Program:
         try:
             await self.kind.started(child)
         except PrepareError as e:
-            self._failure = f"did not start: {e}"  # handled as a failed start: stopped, then backoff
-            self.log.error(self._failure)
-            self._wakeup.set()
+            failure = f"did not start: {e}"  # handled as a failed start: stopped, then backoff
+            self.log.error(failure)
+            self._restart(failure)
             return
         probe = self.spec.readiness
         self.ready_probe = None
         # a oneshot without a probe is not "ready" while it runs: it is ready when it completes
-        self._set(State.RUNNING if probe or self.spec.oneshot else State.READY)
+        self._fire(Event.STARTED if probe or self.spec.oneshot else Event.STARTED_READY)
         async with anyio.create_task_group() as probes:
             if probe is not None:
                 probes.start_soon(self._readiness, probe)
@@ -283,17 +343,17 @@ class Program:
         successes = failures = 0
         delay = FIRST_READY_DELAY
         while True:
-            result = await check(probe, self.kind)
-            self.ready_probe = result
-            self.probe_stats["readiness"].observe(result)
-            if result.ok:
+            result = await self._check(probe, "readiness")
+            if result is None:
+                pass  # a bug in the probe code: neither a success nor a failure
+            elif result.ok:
                 successes, failures = successes + 1, 0
                 if successes >= probe.success_threshold and self.state is State.RUNNING:
-                    self._set(State.READY, "", probe_ms=round(result.latency * 1000, 1))
+                    self._fire(Event.PROBE_PASSED, "", probe_ms=round(result.latency * 1000, 1))
             else:
                 successes, failures = 0, failures + 1
                 if failures >= probe.failure_threshold and self.state is State.READY:
-                    self._set(State.RUNNING, f"not ready: {result.message}")
+                    self._fire(Event.PROBE_FAILED, f"not ready: {result.message}")
             if self.state is State.READY:
                 delay = probe.period
             else:
@@ -304,13 +364,29 @@ class Program:
         await anyio.sleep(probe.initial_delay)
         failures = 0
         while True:
-            result = await check(probe, self.kind)
-            self.live_probe = result
-            self.probe_stats["liveness"].observe(result)
-            failures = 0 if result.ok else failures + 1
-            if failures >= probe.failure_threshold:
-                self._failure = f"liveness probe failed {failures} times: {result.message}"
-                self.log.warning(self._failure)
-                self._wakeup.set()
-                return
+            result = await self._check(probe, "liveness")
+            if result is not None:
+                failures = 0 if result.ok else failures + 1
+                if failures >= probe.failure_threshold:
+                    self.request_restart(f"liveness probe failed {failures} times: {result.message}")
+                    return
             await anyio.sleep(probe.period)
+
+    async def _check(self, probe: Probe, which: str) -> ProbeResult | None:
+        """One probe run, recorded; None when the probe code itself raised: that is a bug of
+        ours, logged as one, and says nothing about the program."""
+        try:
+            result = await check(probe, self.kind)
+        except Exception as e:
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
+            self.log.error(f"bug in the {which} probe, not counted: {type(e).__name__}: {e}{where}")
+            return None
+        if which == "readiness":
+            self.ready_probe = result
+        else:
+            self.live_probe = result
+        self.probe_stats[which].observe(result)
+        return result

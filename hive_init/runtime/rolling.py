@@ -10,6 +10,7 @@ until it serves; then it takes the old one's place (log buffer and restart count
 """
 
 import os
+import weakref
 from typing import TYPE_CHECKING
 
 import anyio
@@ -17,6 +18,7 @@ import anyio
 from hive_init.config.model import ProgramSpec
 from hive_init.runtime.listen import held
 from hive_init.runtime.program import Program
+from hive_init.runtime.spawn import KILL_WAIT
 from hive_init.runtime.state import State
 
 if TYPE_CHECKING:
@@ -28,19 +30,37 @@ ACCEPT_TIMEOUT = 5.0
 FAILED = (State.BACKOFF, State.FATAL, State.EXITED)
 
 
+_replacing: "weakref.WeakSet[Program]" = weakref.WeakSet()
+
+
 def rolls(program: Program, spec: ProgramSpec | None = None) -> bool:
     """Whether a restart of `program` (into `spec`) is rolling: both orders say start-first and
-    the running process serves (a program that is down has nothing to keep up: a plain start)."""
+    a process runs (a program that is down has nothing to keep up: a plain start)."""
     spec = spec or program.spec
     return (program.spec.restart_order == "start-first" and spec.restart_order == "start-first"
-            and program.state is State.READY and program.pid is not None)
+            and program.state in (State.RUNNING, State.READY) and program.pid is not None
+            and program not in _replacing)
+
+
+def replacing(program: Program) -> bool:
+    """A rolling restart of `program` is under way."""
+    return program in _replacing
 
 
 async def roll(supervisor: "Supervisor", old: Program, spec: ProgramSpec | None = None,
                reason: str = "restart requested") -> str | None:
     """Replace `old` by a new process of `spec` (default: its own). None when done, else why
     the new process was given up (the old one still serves)."""
-    spec = spec or old.spec
+    if old in _replacing:
+        return "was not started: a rolling restart is under way already"
+    _replacing.add(old)
+    try:
+        return await _roll(supervisor, old, spec or old.spec, reason)
+    finally:
+        _replacing.discard(old)
+
+
+async def _roll(supervisor: "Supervisor", old: Program, spec: ProgramSpec, reason: str) -> str | None:
     new = Program(spec, supervisor.board, supervisor.programs, supervisor.config.init.output_buffer_lines)
     new.want_up = True
     if spec.log_file == old.spec.log_file:
@@ -50,8 +70,8 @@ async def roll(supervisor: "Supervisor", old: Program, spec: ProgramSpec | None 
     supervisor._launch(new)
     failure = await _until_serving(supervisor, new)
     if failure is not None:
-        with anyio.CancelScope(shield=True):
-            await new.stop()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(new.spec.stop_timeout + 2 * KILL_WAIT):
+            await new.stop()  # bounded: at the shutdown deadline the reaper may be gone
         new.scope.cancel()
         old.log.error(f"rolling restart given up: the new process {failure}; pid {old.pid} keeps serving")
         return failure

@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 
 
 from hive_init import log
-from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper
+from hive_init.runtime.pid1 import CATCHABLE, SignalQueue, become_subreaper, reaper
 from hive_init.runtime.spawn import SpawnError, spawn
-from hive_init.runtime.supervisor import CATCHABLE
 
 # signals that only concern the init itself
 _OWN = (signal.SIGCHLD,)

@@ -169,7 +169,7 @@ class CommandResult:
         return describe_exit(self.code)
 
 
-KILL_WAIT = 2.0
+KILL_WAIT = 2.0  # seconds to wait for a SIGKILLed child's exit (the one definition)
 
 
 async def run_command(

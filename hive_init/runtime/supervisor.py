@@ -3,36 +3,59 @@ dependency graph, stop order its reverse, all under one shutdown deadline; criti
 
 Shutdown is the supervisor's scope closing: programs are stopped dependents-first, then the
 task group that owns every task is cancelled.
+
+The supervisor imports nothing above it: the CLI hands it its endpoints (the control socket,
+the HTTP endpoint) and how to reload the config.
 """
 
 import dataclasses
 import os
 import signal
 import time
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
 
 import anyio
 
 from hive_init import exits, log, redact
 from hive_init.config.model import Config
 from hive_init.runtime.listen import held
-from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper, signal_name
+from hive_init.runtime.pid1 import CATCHABLE, SignalQueue, become_subreaper, reaper, signal_name
 from hive_init.runtime.program import Program
+from hive_init.runtime.spawn import KILL_WAIT  # also how long SIGKILLed programs get at the shutdown deadline
 from hive_init.runtime.state import Board, State
 
 SHUTDOWN = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-KILL_WAIT = 2.0  # seconds for SIGKILLed programs' exits to be reaped at the shutdown deadline
 REPEAT_WINDOW = 0.5  # seconds: a second TERM/INT sooner than this is the same request delivered twice
-# Every signal that can be caught and is not a fault of our own: PID 1 gets no default action
-# for signals it has no handler for, so each one has a handler, even if only to log it.
-CATCHABLE = tuple(s for s in signal.valid_signals()
-                  if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
-                               signal.SIGILL, signal.SIGABRT, signal.SIGTRAP, signal.SIGSYS))
+
+
+class SupervisorView(Protocol):
+    """What the read-only endpoints (HTTP: /livez, /readyz, /health, /metrics) may use of the
+    supervisor; only the control socket is given the whole Supervisor, to act on it."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def programs(self) -> Mapping[str, Program]: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def reaper(self) -> Any: ...
+    def ready(self) -> tuple[bool, list[str]]: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+# an endpoint: `async def serve(supervisor, *, task_status)`, started once the programs are
+Endpoint = Callable[..., Coroutine[Any, Any, None]]
+# applies the config file again (SIGHUP): returns what the control socket answers
+Reload = Callable[["Supervisor"], Coroutine[Any, Any, Any]]
 
 
 class Supervisor:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, endpoints: Sequence[Endpoint] = (), reload: Reload | None = None):
         self.config = config
+        self.endpoints = tuple(endpoints)
+        self._reload = reload
         self.board = Board()
         self.programs: dict[str, Program] = {}
         self.order: list[str] = config.start_order()
@@ -79,6 +102,19 @@ class Supervisor:
 
         program.scope = anyio.CancelScope()
         self._tg.start_soon(own, name=f"program {program.name}")
+        if program.spec.restart_order == "start-first":
+            program.rolling = lambda reason: self._roll_soon(program, reason)
+
+    def _roll_soon(self, program: Program, reason: str) -> bool:
+        """A restart of a start-first program (a liveness failure): rolling, in a task of ours."""
+        from hive_init.runtime.rolling import replacing, roll, rolls
+
+        if replacing(program):
+            return True  # its successor is on the way
+        if not rolls(program) or self.shutting_down:
+            return False
+        self._tg.start_soon(roll, self, program, None, reason, name=f"rolling restart {program.name}")
+        return True
 
     async def apply(self, config: Config) -> dict[str, list[str]]:
         """A new config on a running init (reload): the programs' differences only."""
@@ -207,9 +243,10 @@ class Supervisor:
             self._grace.cancel()
 
     async def _on_reload_signal(self) -> None:
-        from hive_init.api.control import reload_config
-
-        await reload_config(self)
+        if self._reload is None:
+            self.log.warning("SIGHUP: this supervisor was given no way to reload its config")
+            return
+        await self._reload(self)
 
     def log_status(self) -> None:
         for program in self.programs.values():
@@ -228,13 +265,8 @@ class Supervisor:
 
     # ---- endpoints -------------------------------------------------------------------------------
     async def _start_endpoints(self, tg: anyio.abc.TaskGroup) -> None:
-        from hive_init.api.control import serve_control
-
-        await tg.start(serve_control, self)
-        if self.config.init.http is not None:
-            from hive_init.api.http import serve_http
-
-            await tg.start(serve_http, self)
+        for serve in self.endpoints:
+            await tg.start(serve, self)
 
     def ready(self) -> tuple[bool, list[str]]:
         """The container's readiness: every program that should be up is READY."""
