@@ -59,6 +59,10 @@ class HeldSockets:
                     key = key_of(listen)
                     if key in self._held or key in new:
                         continue
+                    same = self._bound_to(key[0])
+                    if same is not None:  # "127.0.0.1:0" then its real port: one socket
+                        new[key] = same
+                        continue
                     try:
                         new[key] = _bind(key, self._ours())
                     except OSError as e:
@@ -69,7 +73,8 @@ class HeldSockets:
                                           f"{listen.address}: {e}") from None
         except BaseException:
             for held in new.values():
-                _release(held)
+                if held not in self._held.values():
+                    _release(held)
             raise
         self._held.update(new)
         return [held.bound for held in new.values()]
@@ -80,12 +85,15 @@ class HeldSockets:
         used = {key_of(listen) for spec in config.programs.values() for listen in spec.listen}
         gone = [key for key in self._held if key not in used]
         for key in gone:
-            _release(self._held.pop(key))
+            held = self._held.pop(key)
+            if held not in self._held.values():
+                _release(held)
         return [str(key[0].sockaddr) for key in gone]
 
     def release_all(self) -> None:
-        for key in list(self._held):
-            _release(self._held.pop(key))
+        for held in {id(h): h for h in self._held.values()}.values():
+            _release(held)
+        self._held.clear()
 
     def passed(self, listen: tuple[ListenSpec, ...]) -> list[tuple[int, str]]:
         """(descriptor, name) in the order of `listen`: what the exec wrapper moves to 3, 4, ..."""
@@ -97,6 +105,15 @@ class HeldSockets:
     def inodes(self, listen: tuple[ListenSpec, ...]) -> set[int]:
         """The sockets' inodes, as /proc shows them in a process's epoll set."""
         return {os.fstat(self._held[key_of(spec)].sock.fileno()).st_ino for spec in listen}
+
+    def _bound_to(self, address: Address) -> HeldSocket | None:
+        """A held inet socket that is bound to exactly `address` (not asking for port 0)."""
+        if address.family == socket.AF_UNIX or address.port == 0:
+            return None
+        for held in self._held.values():
+            if held.address.family == address.family and held.sock.getsockname()[:2] == address.sockaddr:
+                return held
+        return None
 
     def _ours(self) -> set[tuple[int, int]]:
         return {h.file_id for h in self._held.values() if h.file_id is not None}
