@@ -47,6 +47,8 @@ class LoadResult:
     connections: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)  # ConnectionRefusedError, ...: what failed how
     sent: int = 0  # requests started so far (sent - answered - errors: in flight)
+    # (scheduled time on the monotonic clock, latency in seconds or None if it failed), in order of completion
+    samples: list[tuple[float, float | None]] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
@@ -104,6 +106,7 @@ async def _load(target: Target, rate: float, duration: float, keepalive: bool, r
                 writer.write(request)
                 status, reusable = await _read_response(reader)
             result.latencies.append(loop.time() - scheduled)
+            result.samples.append((scheduled, loop.time() - scheduled))
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if keepalive and reusable:
                 idle.append(conn)
@@ -111,6 +114,7 @@ async def _load(target: Target, rate: float, duration: float, keepalive: bool, r
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError,
                 IndexError) as e:
             result.errors += 1
+            result.samples.append((scheduled, None))
             kind = type(e).__name__
             result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
         finally:
