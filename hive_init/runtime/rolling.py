@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # bounds on the new process: to become READY, then to be seen accepting on its sockets
 READY_TIMEOUT = 60.0
-ACCEPT_TIMEOUT = 5.0
+ACCEPT_TIMEOUT = 15.0
 FAILED = (State.BACKOFF, State.FATAL, State.EXITED)
 
 
@@ -93,9 +93,14 @@ async def _until_serving(supervisor: "Supervisor", new: Program) -> str | None:
     if new.state is not State.READY or new.pid is None:
         return (f"is {new.state.value} ({new.reason})" if new.state is not State.STARTING and new.state is not State.RUNNING
                 else f"was not READY within {READY_TIMEOUT:g}s")
+    pid = new.pid
     if new.spec.listen and not await _accepting(new):
-        new.log.warning(f"pid {new.pid} is READY but was not seen accepting on its sockets within "
+        if new.pid != pid or new.state is not State.READY:
+            return f"exited before it accepted a connection ({new.state.value}: {new.reason})"
+        new.log.warning(f"pid {pid} is READY but was not seen accepting on its sockets within "
                         f"{ACCEPT_TIMEOUT:g}s (not an epoll server?): relying on its readiness")
+    if new.pid != pid or new.state is not State.READY:
+        return f"did not stay READY ({new.state.value}: {new.reason})"
     return None
 
 
@@ -103,12 +108,12 @@ async def _accepting(new: Program) -> bool:
     """The new process (or one of its children) polls a held socket: it takes connections now.
     Readiness alone cannot tell, as a probe through the shared address may reach the old one."""
     inodes = held.inodes(new.spec.listen)
+    pid = new.pid
     delay = 0.01
     with anyio.move_on_after(ACCEPT_TIMEOUT):
-        while new.pid is not None:
-            pid = new.pid
+        while pid is not None and new.pid == pid:
             if await anyio.to_thread.run_sync(polls_any, pid, inodes):
-                return True
+                return new.pid == pid
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.25)
     return False

@@ -247,3 +247,41 @@ def test_a_stale_socket_is_replaced_and_a_live_one_is_not(start_init, user_dir):
         assert [p.name for p in user_dir.iterdir()] and not any(p.name.startswith(".hive-init-") for p in user_dir.iterdir())
     finally:
         live.close()
+
+
+# ---- rolling restarts ---------------------------------------------------------------------
+
+def test_a_liveness_failure_restarts_a_start_first_program_beside_itself(start_init, tmp_path):
+    sick = tmp_path / "sick"
+    init = start_init(program('["127.0.0.1:0"]', f"""
+        [programs.api.liveness]
+        exec = ["sh", "-c", "test ! -e {sick}"]
+        period = "200ms"
+        initial_delay = "1s"
+        failure_threshold = 1
+    """))
+    old = report(init)["pid"]
+    sick.touch()
+    init.wait_msg("rolling restart (liveness probe failed", "api")
+    sick.unlink()
+    line = init.wait_msg("serves; stopping pid", "api")
+    new = init.program("api")["pid"]
+    assert line["msg"].endswith(f"pid {new} serves; stopping pid {old}") and new != old
+    host, port = init.program("api")["listen"][0].rsplit(":", 1)
+    assert ask((host, int(port))) == str(new)
+
+
+def test_a_new_process_that_fails_leaves_the_old_one_serving(start_init):
+    init = start_init(program('["127.0.0.1:0"]', 'backoff = { initial = "50ms" }'))
+    old = report(init)["pid"]
+    text = init.config_path.read_text()
+    init.config_path.write_text(text.replace(f'command = ["{PY}", "-c"', f'command = ["{PY}", "-c", "raise SystemExit(3)", "-c"'))
+    out = init.ctl("reload")
+    assert out.returncode == 0, out.stderr
+    assert init.wait_msg("rolling restart given up: the new process exited before it accepted a connection", "api")
+    assert init.wait_msg("reloaded")["kept"] == "api"
+    host, port = init.program("api")["listen"][0].rsplit(":", 1)
+    assert init.program("api")["pid"] == old and ask((host, int(port))) == str(old)
+    # the old command, restarted the old way, still runs
+    assert init.ctl("restart", "--stop-first", "api").returncode == 0
+    assert init.wait_state("api", "READY")["pid"] != old
