@@ -112,6 +112,9 @@ class Load:
 
 def assert_lossless(load: Load, result: loadgen.LoadResult) -> None:
     sent = len(result.latencies) + result.errors
+    # for -rA / the report: how much load went through, and the slowest answer
+    print(f"requests {sent} in {load.seconds:.1f}s, failed {result.errors}, slowest "
+          f"{max(result.latencies, default=0) * 1000:.0f} ms, p99 {result.percentile(99) * 1000:.0f} ms")
     assert result.errors == 0, f"{result.errors} of {sent} failed: {result.error_kinds}"
     assert set(result.statuses) == {200}, result.statuses
     # the client really ran at >= 200/s (open loop: it sends on schedule whatever the server does)
