@@ -11,7 +11,7 @@ until it serves; then it takes the old one's place (log buffer and restart count
 
 import os
 import weakref
-from typing import TYPE_CHECKING
+from typing import Any
 
 import anyio
 
@@ -21,8 +21,9 @@ from hive_init.runtime.program import Program
 from hive_init.runtime.spawn import KILL_WAIT
 from hive_init.runtime.state import State
 
-if TYPE_CHECKING:
-    from hive_init.runtime.supervisor import Supervisor
+# `supervisor` below is the runtime.supervisor.Supervisor (not imported: it imports this module);
+# what is used of it: board, programs, config, shutting_down and _launch
+Supervisor = Any
 
 # bounds on the new process: to become READY, then to be seen accepting on its sockets
 READY_TIMEOUT = 60.0
@@ -47,7 +48,7 @@ def replacing(program: Program) -> bool:
     return program in _replacing
 
 
-async def roll(supervisor: "Supervisor", old: Program, spec: ProgramSpec | None = None,
+async def roll(supervisor: Supervisor, old: Program, spec: ProgramSpec | None = None,
                reason: str = "restart requested") -> str | None:
     """Replace `old` by a new process of `spec` (default: its own). None when done, else why
     the new process was given up (the old one still serves)."""
@@ -60,7 +61,7 @@ async def roll(supervisor: "Supervisor", old: Program, spec: ProgramSpec | None 
         _replacing.discard(old)
 
 
-async def _roll(supervisor: "Supervisor", old: Program, spec: ProgramSpec, reason: str) -> str | None:
+async def _roll(supervisor: Supervisor, old: Program, spec: ProgramSpec, reason: str) -> str | None:
     new = Program(spec, supervisor.board, supervisor.programs, supervisor.config.init.output_buffer_lines)
     new.want_up = True
     if spec.log_file == old.spec.log_file:
@@ -84,7 +85,7 @@ async def _roll(supervisor: "Supervisor", old: Program, spec: ProgramSpec, reaso
     return None
 
 
-async def _until_serving(supervisor: "Supervisor", new: Program) -> str | None:
+async def _until_serving(supervisor: Supervisor, new: Program) -> str | None:
     with anyio.move_on_after(READY_TIMEOUT):
         await supervisor.board.until(lambda: new.state is State.READY or new.state in FAILED
                                      or new.last_exit is not None or supervisor.shutting_down)
