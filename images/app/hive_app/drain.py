@@ -34,7 +34,7 @@ class DrainingH11Protocol(H11Protocol):
 
     def shutdown(self) -> None:
         if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False  # the answer in progress is the last one
+            _last_answer(self.cycle)
             return
         self._draining = True
         if self._idle_close is None:
@@ -43,7 +43,7 @@ class DrainingH11Protocol(H11Protocol):
     def handle_events(self) -> None:
         super().handle_events()
         if self._draining and self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
+            _last_answer(self.cycle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_close is not None:
@@ -57,6 +57,14 @@ class DrainingH11Protocol(H11Protocol):
         if self.cycle is None or self.cycle.response_complete:
             self.conn.send(h11.ConnectionClosed())
             self.transport.close()
+
+
+def _last_answer(cycle) -> None:  # type: ignore[no-untyped-def]  # h11_impl.RequestResponseCycle
+    """The answer in progress is the connection's last: closed after it, and said so
+    (`Connection: close`, which stock uvicorn leaves out), so the client opens a new one."""
+    cycle.keep_alive = False
+    if not cycle.response_started and (b"connection", b"close") not in cycle.default_headers:
+        cycle.default_headers = [*cycle.default_headers, (b"connection", b"close")]
 
 
 class DrainingServer(Server):
