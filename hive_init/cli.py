@@ -47,6 +47,10 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
     for name in ("start", "stop", "restart"):
         cmd = control(name, help=f"{name} a program")
         cmd.add_argument("name")
+        if name == "restart":
+            cmd.add_argument("--stop-first", action="store_true",
+                             help="stop the old process before starting the new one (default with listen: "
+                                  "start the new one, and stop the old one once the new one is READY)")
     sig = control("signal", help="send a signal to a program's process group")
     sig.add_argument("name")
     sig.add_argument("signal", help="name or number, e.g. HUP")
@@ -160,6 +164,11 @@ def _run(args) -> int:  # args: argparse.Namespace
     path = config_path(args.config)
     try:
         config = load(path)
+        if any(spec.listen for spec in config.programs.values()):
+            from hive_init.runtime.listen import held
+
+            # as root, before anything is spawned: an address that cannot be bound is a config error
+            held.hold(config)
     except ConfigError as e:
         log.fatal(str(e))
         return exits.CONFIG
@@ -184,6 +193,10 @@ def _run(args) -> int:  # args: argparse.Namespace
     except Exception as e:  # a bug: say where, in one line, and let the container restart us
         log.fatal(exits.describe_internal_error(e))
         status = exits.SOFTWARE
+    if any(spec.listen for spec in config.programs.values()):
+        from hive_init.runtime.listen import held
+
+        held.release_all()  # unix socket files go with the init that made them
     log.sink.flush_blocking()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -117,10 +117,18 @@ def spawn(
     new_session: bool = True,
     inherit_stdio: bool = False,
     on_exit: Callable[[Child], None] | None = None,
+    listen_fds: Sequence[tuple[int, str]] = (),
 ) -> Child:
     switch = run_as is not None and (os.geteuid() == 0) and run_as.uid != os.geteuid()
     if run_as is not None and not switch and run_as.uid != os.geteuid():
         raise SpawnError(f"cannot run as user {run_as.user!r}: hive-init is not running as root", exits.CANNOT_EXECUTE)
+    if listen_fds:
+        # held sockets go to 3, 4, ... with LISTEN_PID = the child's own pid: only the child can
+        # do that, so the exec wrapper runs first (and switches the user itself, after)
+        from hive_init.runtime.execwrap import wrap
+
+        argv = wrap(argv, listen_fds, run_as if switch else None)
+        switch = False
     pipe = subprocess.PIPE if capture else None
     # without a new session (single-command mode), the child still gets a process group of its
     # own, so that signals can go to the whole group while it keeps the terminal
@@ -140,6 +148,7 @@ def spawn(
             user=run_as.uid if switch else None,
             group=run_as.gid if switch else None,
             extra_groups=list(run_as.groups) if switch else None,
+            pass_fds=tuple(fd for fd, _ in listen_fds),
             **group,
         )
     except FileNotFoundError as e:
