@@ -79,9 +79,17 @@ def test_a_leaking_api_is_the_one_killed_and_postgres_keeps_every_row(genie, tmp
     leak.chmod(0o777)  # the API's user renames the cue
     (leak / "sitecustomize.py").write_text(LEAK)
     (leak / "sitecustomize.py").chmod(0o644)
+    # programs get only the environment their config gives them: the API's table names the
+    # leaking module's directory, in a copy of the image's own config mounted over it
+    config = tmp_path / "hive-init.toml"
+    text = (REPO / "configs" / "genie.toml").read_text()
+    assert 'PYTHONUNBUFFERED = "1"\n' in text
+    config.write_text(text.replace('PYTHONUNBUFFERED = "1"\n', 'PYTHONUNBUFFERED = "1"\nPYTHONPATH = "/leak"\n', 1))
+    config.chmod(0o644)
     try:
         podman("run", "-d", "--name", ctr, "-e", f"HIVE_DB_PASSWORD={secrets.token_urlsafe(18)}",
-               "-e", "PYTHONPATH=/leak", "-v", f"{leak}:/leak", "-p", f"127.0.0.1:{port}:48886",
+               "-v", f"{config}:/etc/hive-init/hive-init.toml:ro",
+               "-v", f"{leak}:/leak", "-p", f"127.0.0.1:{port}:48886",
                "--memory", "256m", "--memory-swap", "256m", *CAPS, image)
         podman.wait_healthy(ctr, timeout=120)
         before = programs(podman, ctr)
