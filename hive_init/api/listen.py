@@ -16,7 +16,8 @@ import os
 import resource
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 
@@ -90,7 +91,7 @@ def _open_spare() -> int | None:
 
 
 async def accept_loop(sock: socket.socket, shedder: Shedder,
-                      handle: Callable[[socket.socket], Awaitable[None]], tg: anyio.abc.TaskGroup,
+                      handle: Callable[[socket.socket], Coroutine[Any, Any, None]], tg: anyio.abc.TaskGroup,
                       make_room: Callable[[], bool] | None = None) -> None:
     """Accept forever; every error of accept() is survived. `handle` owns the accepted socket.
     Out of descriptors, `make_room()` may close one of the endpoint's idle connections (True if
