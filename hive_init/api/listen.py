@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from hive_init import log
 
@@ -106,8 +107,8 @@ async def accept_loop(sock: socket.socket, shedder: Shedder,
         except OSError as e:
             if e.errno in _EXHAUSTED:
                 if make_room is not None and make_room():
-                    await anyio.sleep(0)  # the evicted connection's task closes its socket
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()  # the evicted connection's task closes its socket
+                    await anyio.lowlevel.checkpoint()
                     continue
                 shedder.note(os.strerror(e.errno))
                 shedder.shed_pending(sock)

@@ -3,9 +3,9 @@
 Every failure is a ConfigError whose text is one line naming the file, program and field.
 """
 
+import grp
 import os
 import pwd
-import grp
 import tomllib
 from collections.abc import Mapping
 from typing import Any

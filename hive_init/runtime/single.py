@@ -6,7 +6,6 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 
-
 from hive_init import log
 from hive_init.runtime.pid1 import CATCHABLE, SignalQueue, become_subreaper, reaper
 from hive_init.runtime.spawn import SpawnError, spawn
