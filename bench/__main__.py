@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="repetitions (default 5; quick 1)")
     parser.add_argument("--orphans", type=int, help="orphans per burst (default 10000; quick 200)")
     parser.add_argument("--only", action="append", default=[],
-                        choices=["basic", "probed", "pg", "orphans", "imports"], help="run only these scenarios")
+                        choices=["basic", "probed", "pg", "orphans", "imports", "single", "zdt"], help="run only these scenarios")
     parser.add_argument("--out", default=str(BENCH / "results"), help="where latest.md and latest.json go")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (for debugging)")
     parser.add_argument("-v", "--verbose", action="store_true", help="every sample on stderr as it comes")
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "orphans_reps": min(sizes.orphans_reps, args.reps)})
     if args.orphans:
         sizes = scenarios.Sizes(**{**sizes.__dict__, "orphans": args.orphans})
-    only = set(args.only) or {"basic", "probed", "pg", "orphans", "imports"}
+    only = set(args.only) or {"basic", "probed", "pg", "orphans", "imports", "single", "zdt"}
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     info = machine()
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     sides = ((HIVE, HIVE), (SUP, SUP))
     setup: list[scenarios.PgSetup] = []
     found_imports: list[dict] = []
+    found_single: list[dict] = []
 
     def make_template() -> None:
         runner.attempt("PostgreSQL template (first boot)",
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     # Quick mode (a smoke test): what measures no time runs in the background meanwhile
     background = []
     if sizes.quick:
-        jobs = ([make_template] if "pg" in only else []) + ([measure_imports] if "imports" in only else [])
+        jobs = ([make_template] if only & {"pg", "zdt"} else []) + ([measure_imports] if "imports" in only else [])
         background = [threading.Thread(target=job, daemon=True) for job in jobs]
         for thread in background:
             thread.start()
@@ -187,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                     scenarios.pg(name, sizes, root, runner.rec, setup[0], retry or "1")
 
                 runner.alternate("pg", sizes.reps, run_pg, variants)
+        if "zdt" in only:
+            if not sizes.quick and not setup:
+                make_template()
+            if setup:
+                runner.alternate("zdt", min(sizes.reps, 2), lambda side, rep: scenarios.zdt(side, sizes, root, runner.rec,
+                                                                                          setup[0]), sides)
         if "orphans" in only:
             if IS_ROOT and UNSHARE:
                 runner.alternate("orphans", sizes.orphans_reps,
@@ -196,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         if "imports" in only and not sizes.quick:
             measure_imports()
         imports = found_imports[0] if found_imports else None
+        if "single" in only:  # hive-init run -- CMD beside tini and dumb-init (bench/single.py)
+            from bench import single as single_mod
+
+            runner.attempt("single", lambda: found_single.append(single_mod.measure(
+                root, 2 if sizes.quick else (args.reps or 7), 20 if sizes.quick else 50, args.verbose)))
     finally:
         if args.keep:
             print(f"bench: scratch kept in {root}", file=sys.stderr)
@@ -234,11 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "figures": report.summarize(runner.samples, SIDES),
         "imports": imports,
+        "single": found_single[0] if found_single else None,
         "skipped": runner.skipped,
         "notes": notes,
         "duration_s": round(time.monotonic() - started, 1),
     }
     text = report.markdown(result)
+    if result["single"]:
+        from bench import single as single_mod
+
+        text += "\n".join(single_mod.markdown(result["single"])) + "\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dump_json(out / "latest.json", result)

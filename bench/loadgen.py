@@ -10,6 +10,7 @@ and gives it back after the answer; keep-alive off: a new connection per request
 import asyncio
 import math
 import statistics
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,6 +45,10 @@ class LoadResult:
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
     connections: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)  # ConnectionRefusedError, ...: what failed how
+    sent: int = 0  # requests started so far (sent - answered - errors: in flight)
+    # (scheduled time on the monotonic clock, latency in seconds or None if it failed), in order of completion
+    samples: list[tuple[float, float | None]] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
@@ -82,7 +87,8 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, headers.get("connection") != "close"
 
 
-async def _load(target: Target, rate: float, duration: float, keepalive: bool, result: LoadResult) -> None:
+async def _load(target: Target, rate: float, duration: float, keepalive: bool, result: LoadResult,
+                until: "threading.Event | None" = None) -> None:
     loop = asyncio.get_running_loop()
     request = target.request(keepalive)
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
@@ -100,13 +106,17 @@ async def _load(target: Target, rate: float, duration: float, keepalive: bool, r
                 writer.write(request)
                 status, reusable = await _read_response(reader)
             result.latencies.append(loop.time() - scheduled)
+            result.samples.append((scheduled, loop.time() - scheduled))
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if keepalive and reusable:
                 idle.append(conn)
                 conn = None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError,
-                IndexError):
+                IndexError) as e:
             result.errors += 1
+            result.samples.append((scheduled, None))
+            kind = type(e).__name__
+            result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
         finally:
             if conn is not None:
                 conn[1].close()
@@ -115,11 +125,14 @@ async def _load(target: Target, rate: float, duration: float, keepalive: bool, r
     start = loop.time() + 0.02
     tasks = []
     for i in range(count):
+        if until is not None and until.is_set():
+            break
         scheduled = start + i / rate
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(scheduled)))
+        result.sent += 1
     await asyncio.gather(*tasks)
     for _, writer in idle:
         writer.close()
@@ -135,15 +148,18 @@ async def _sampling(sample: Callable[[], None], every: float, done: asyncio.Even
 
 
 def run_load(target: Target, rate: float, duration: float, keepalive: bool,
-             sample: Callable[[], None] | None = None) -> LoadResult:
-    """The load, with `sample()` called every 100 ms meanwhile (the server's RSS)."""
-    result = LoadResult()
+             sample: Callable[[], None] | None = None, until: "threading.Event | None" = None,
+             result: LoadResult | None = None) -> LoadResult:
+    """The load, with `sample()` called every 100 ms meanwhile (the server's RSS). With `until`,
+    it ends early once that event is set (`duration` is then the longest it may run); a
+    `result` given is filled as the load runs (another thread may watch it)."""
+    result = LoadResult() if result is None else result
 
     async def main() -> None:
         done = asyncio.Event()
         sampler = asyncio.create_task(_sampling(sample, 0.1, done)) if sample else None
         try:
-            await _load(target, rate, duration, keepalive, result)
+            await _load(target, rate, duration, keepalive, result, until)
         finally:
             done.set()
             if sampler:

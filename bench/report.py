@@ -56,6 +56,15 @@ FIGURES = [
     Figure("http_p99_close", "health endpoint p99, open loop, keep-alive off", "ms"),
     Figure("http_p50_keepalive", "health endpoint p50, open loop, keep-alive on", "ms"),
     Figure("http_p99_keepalive", "health endpoint p99, open loop, keep-alive on", "ms"),
+    Figure("zdt_restart_failed", "requests failed per restart of the app under 200 req/s (hive-init: held port, "
+           "rolling; supervisord: `supervisorctl restart`)", "", "0", lambda h, s, r: h == 0,
+           "each window: from the restart command until the new process answers, + 1 s"),
+    Figure("zdt_restart_delayed", "requests delayed > 0.5 s per restart", ""),
+    Figure("zdt_restart_slowest_ms", "slowest answered request in a restart window", "ms"),
+    Figure("zdt_crash_failed", "requests failed per SIGKILL of the app (killed holding no accepted connection)", "",
+           "0", lambda h, s, r: h == 0, "each window: from the SIGKILL until the new process answers, + 1 s"),
+    Figure("zdt_crash_delayed", "requests delayed > 0.5 s per SIGKILL", ""),
+    Figure("zdt_crash_slowest_ms", "slowest answered request in a crash window", "ms"),
     Figure("orphans_reaped", "orphans (burst) → all reaped, as PID 1", "s"),
     Figure("orphans_zombies_left", "zombies left at the end (orphans figure)", ""),
 ]

@@ -8,6 +8,7 @@ probed    the same sleepers and a web server with an http readiness probe (hive-
           supervisord has no probes): idle wake-ups
 pg        PostgreSQL + the app (images/app): start to the app's health answering 200, and stop
 orphans   as PID 1 of a new PID namespace: a burst of orphans to reap
+zdt       PostgreSQL + the app under load: restarts and crashes of the app (bench/zdt.py)
 """
 
 import os
@@ -286,6 +287,16 @@ def _copy_cluster(setup: PgSetup, d: str) -> tuple[str, str]:
     return data_dir, sock
 
 
+def _sup_pg_programs(setup: PgSetup, data_dir: str, sock: str, pg_port: int, app_port: int,
+                     retry_sleep: str = "1") -> list[Program]:
+    postgres = Program("postgres", [os.path.join(setup.bin_dir, "postgres"), "-D", data_dir, "-p", str(pg_port),
+                                    "-h", "127.0.0.1", "-k", sock], user=setup.user, priority=100)
+    # the usual wrapper: wait for pg_isready, then exec the app
+    wrapper = (f"until {setup.bin_dir}/pg_isready -h 127.0.0.1 -p {pg_port} -q; do sleep {retry_sleep}; done; "
+               f"exec {PYTHON} -m hive_app")
+    return [postgres, _app_program(pg_port, app_port, ["sh", "-c", wrapper], depends=False)]
+
+
 def pg(side: str, sizes: Sizes, root: str, rec: Rec, setup: PgSetup, retry_sleep: str = "1") -> None:
     d = subdir(root, f"pg-{side}")
     data_dir, sock = _copy_cluster(setup, d)
@@ -293,12 +304,7 @@ def pg(side: str, sizes: Sizes, root: str, rec: Rec, setup: PgSetup, retry_sleep
     if side == HIVE:
         programs = _hive_pg_programs(d, data_dir, pg_port, app_port, setup.user)
     else:
-        postgres = Program("postgres", [os.path.join(setup.bin_dir, "postgres"), "-D", data_dir, "-p", str(pg_port),
-                                        "-h", "127.0.0.1", "-k", sock], user=setup.user, priority=100)
-        # the usual wrapper: wait for pg_isready, then exec the app
-        wrapper = (f"until {setup.bin_dir}/pg_isready -h 127.0.0.1 -p {pg_port} -q; do sleep {retry_sleep}; done; "
-                   f"exec {PYTHON} -m hive_app")
-        programs = [postgres, _app_program(pg_port, app_port, ["sh", "-c", wrapper], depends=False)]
+        programs = _sup_pg_programs(setup, data_dir, sock, pg_port, app_port, retry_sleep)
     with RunningInit(side, d, programs, http=False) as init:
         try:
             wait_for(lambda: http_status("127.0.0.1", app_port, "/api/v1/health", 0.2) == 200 or not init.alive(),
@@ -323,6 +329,22 @@ def pg(side: str, sizes: Sizes, root: str, rec: Rec, setup: PgSetup, retry_sleep
         stop = init.terminate_timed()
         if main:
             rec("stop_pg", side, stop, **init.stop_breakdown())
+
+
+def zdt(side: str, sizes: Sizes, root: str, rec: Rec, setup: PgSetup) -> None:
+    """Failed and delayed requests while the app restarts and crashes (bench/zdt.py)."""
+    from bench import zdt as zero_downtime
+
+    d = subdir(root, f"zdt-{side}")
+    data_dir, sock = _copy_cluster(setup, d)
+    pg_port, app_port = free_port(), free_port()
+    if side == HIVE:
+        programs = zero_downtime.programs(side, _hive_pg_programs(d, data_dir, pg_port, app_port, setup.user), app_port)
+    else:
+        programs = _sup_pg_programs(setup, data_dir, sock, pg_port, app_port)
+    count = 1 if sizes.quick else 3
+    with RunningInit(side, d, programs, http=False) as init:
+        zero_downtime.run(init, app_port, sizes.load_rate, count, count, rec)
 
 
 # ---- orphans as PID 1 -----------------------------------------------------------------------

@@ -6,8 +6,6 @@ import sys
 
 from hive_init.paths import DEFAULT_CONFIG, config_path
 
-_EARLY_SIGNALS = (1, 2, 3, 15)  # HUP, INT, QUIT, TERM (numbers: `signal` is not imported for every command)
-
 
 def _parser():  # -> argparse.ArgumentParser, imported here: the health check never needs it
     import argparse
@@ -30,6 +28,12 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
                      help="single-command mode: deliver signal TO when FROM arrives (TO may be 0: drop it)")
     run.add_argument("--child-only", action="store_true",
                      help="single-command mode: signal only the child, not its whole process group")
+    run.add_argument("-e", "--success-exit", action="append", default=[], metavar="CODE",
+                     help="single-command mode: exit 0 when the child exits with CODE (repeatable; tini -e)")
+    run.add_argument("-p", "--parent-death-signal", action="append", default=[], metavar="SIG",
+                     help="single-command mode: get SIG when our parent dies, and forward it (tini -p)")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="single-command mode: log each forwarded signal on stderr")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]: single-command mode")
 
     check = sub.add_parser("check", help="validate a config without running anything")
@@ -43,6 +47,10 @@ def _parser():  # -> argparse.ArgumentParser, imported here: the health check ne
     for name in ("start", "stop", "restart"):
         cmd = control(name, help=f"{name} a program")
         cmd.add_argument("name")
+        if name == "restart":
+            cmd.add_argument("--stop-first", action="store_true",
+                             help="stop the old process before starting the new one (default with listen: "
+                                  "start the new one, and stop the old one once the new one is READY)")
     sig = control("signal", help="send a signal to a program's process group")
     sig.add_argument("name")
     sig.add_argument("signal", help="name or number, e.g. HUP")
@@ -68,11 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         return supervisorctl(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
-        # Held until the init's handlers are in place: a `docker stop` during the imports must
-        # not be lost (PID 1) or kill us before we can stop the programs (subreaper).
-        import signal
+        # Blocked until the init's handlers are in place (hive_init/__init__.py did it on its
+        # first line for the console script): a `docker stop` during the imports must not be
+        # lost (PID 1) or kill us before we can stop the programs (subreaper).
+        import hive_init
 
-        signal.pthread_sigmask(signal.SIG_BLOCK, _EARLY_SIGNALS)
+        hive_init.block_signals()
+        # `run -- CMD`: the lean path, before argparse and everything config mode needs
+        from hive_init.runtime import single
+
+        plan = single.parse(argv[1:])
+        if plan is not None:
+            return plan if isinstance(plan, int) else single.run(plan)
     if argv == ["health"] or (len(argv) == 3 and argv[0] in ("-s", "--socket") and argv[2] == "health"):
         from hive_init.healthcheck import main as health
 
@@ -134,9 +149,13 @@ def _run(args) -> int:  # args: argparse.Namespace
         if args.config:
             print("hive-init: run: give either -c CONFIG or -- CMD, not both", file=sys.stderr)
             return exits.USAGE
-        return _run_single(argv, args.rewrite, not args.child_only)
-    if args.rewrite or args.child_only:
-        print("hive-init: run: --rewrite and --child-only are for single-command mode (-- CMD)", file=sys.stderr)
+        return _run_single(argv, args)
+    if args.argv[:1] == ["--"]:
+        print("hive-init: run: a command is missing after --", file=sys.stderr)
+        return exits.USAGE
+    if args.rewrite or args.child_only or args.success_exit or args.parent_death_signal or args.verbose:
+        print("hive-init: run: --rewrite, --child-only, --success-exit, --parent-death-signal and --verbose "
+              "are for single-command mode (-- CMD)", file=sys.stderr)
         return exits.USAGE
     from hive_init import log
     from hive_init.config import ConfigError, load
@@ -145,6 +164,11 @@ def _run(args) -> int:  # args: argparse.Namespace
     path = config_path(args.config)
     try:
         config = load(path)
+        if any(spec.listen for spec in config.programs.values()):
+            from hive_init.runtime.listen import held
+
+            # as root, before anything is spawned: an address that cannot be bound is a config error
+            held.hold(config)
     except ConfigError as e:
         log.fatal(str(e))
         return exits.CONFIG
@@ -169,6 +193,10 @@ def _run(args) -> int:  # args: argparse.Namespace
     except Exception as e:  # a bug: say where, in one line, and let the container restart us
         log.fatal(exits.describe_internal_error(e))
         status = exits.SOFTWARE
+    if any(spec.listen for spec in config.programs.values()):
+        from hive_init.runtime.listen import held
+
+        held.release_all()  # unix socket files go with the init that made them
     log.sink.flush_blocking()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -229,25 +257,13 @@ async def _reload(supervisor):  # SIGHUP: as the control socket's reload does it
     return await reload_config(supervisor)
 
 
-def _run_single(argv: list[str], rewrites: list[str], group: bool) -> int:
-    from hive_init import exits
-    from hive_init.config.fields import parse_signal
+def _run_single(argv: list[str], args) -> int:  # args: argparse.Namespace
+    """`-s SOCKET run -- CMD` and the like, which main()'s lean dispatch does not see."""
+    from hive_init.runtime import single
 
-    table: dict[int, int] = {}
-    for item in rewrites:
-        source, sep, target = item.partition(":")
-        try:
-            if not sep:
-                raise ValueError("expected FROM:TO")
-            table[parse_signal(source)] = 0 if target.strip() == "0" else parse_signal(target)
-        except ValueError as e:
-            print(f"hive-init: --rewrite {item}: {e}", file=sys.stderr)
-            return exits.USAGE
-    import anyio
-
-    from hive_init.runtime.single import run_single
-
-    return anyio.run(run_single, argv, table, group)
+    plan = single.plan(argv, args.rewrite, not args.child_only, args.success_exit, args.parent_death_signal,
+                       args.verbose)
+    return plan if isinstance(plan, int) else single.run(plan)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,8 @@ def _program_command(client: Client, args: argparse.Namespace) -> int:
     request = {"cmd": args.command, "name": args.name}
     if args.command == "signal":
         request["signal"] = args.signal
+    if args.command == "restart" and args.stop_first:
+        request["stop_first"] = True
     if args.command in ("stop", "restart"):
         client.sock.settimeout(None)  # stopping waits for the program's own stop_timeout
     return _report(client.request(request), args.name)
@@ -131,6 +133,8 @@ def _reload(client: Client, args: argparse.Namespace) -> int:
         print(f"hive-init: reload rejected: {reply.get('message')}", file=sys.stderr)
         return exits.CONFIG if reply.get("error") == "invalid_config" else 1
     parts = [f"{k}: {', '.join(reply[k])}" for k in ("added", "removed", "changed") if reply.get(k)]
+    if reply.get("kept"):  # a rolling restart whose new process failed: the old one still runs
+        parts.append(f"kept running as before (the new process failed): {', '.join(reply['kept'])}")
     print("reloaded" + (" (" + "; ".join(parts) + ")" if parts else ", nothing changed"))
     return 0
 

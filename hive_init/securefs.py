@@ -120,19 +120,24 @@ def read_bounded(path: str, limit: int) -> bytes:
     finally:
         os.close(dir_fd)
     try:
-        chunks, left = [], limit + 1
-        while left > 0:
-            data = os.read(fd, min(left, 65536))
-            if not data:
-                break
-            chunks.append(data)
-            left -= len(data)
+        return read_open_file(fd, limit, path)
     finally:
         os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > limit:
+
+
+def read_open_file(fd: int, limit: int, path: str | None = None) -> bytes:
+    """At most `limit` bytes from an open descriptor; more is an error (EFBIG), not a cut: a file
+    someone else controls (/dev/zero behind a link, a growing file) cannot make us read on."""
+    chunks, left = [], limit + 1
+    while left > 0:
+        data = os.read(fd, min(left, 65536))
+        if not data:
+            break
+        chunks.append(data)
+        left -= len(data)
+    if left <= 0:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
-    return data
+    return b"".join(chunks)
 
 
 def private_directory(directory: str) -> None:

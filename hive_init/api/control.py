@@ -244,6 +244,13 @@ async def handle(supervisor: "Supervisor", request: dict) -> dict:
         await program.stop()
         return {"ok": True, "state": program.state.value}
     if cmd == "restart":
+        from hive_init.runtime.rolling import roll, rolls
+
+        if rolls(program) and not request.get("stop_first"):
+            failure = await roll(supervisor, program)
+            if failure is not None:
+                return _error("restart_failed", f"the new process {failure}; the old one keeps serving")
+            return {"ok": True, "state": supervisor.programs[name].state.value}
         await program.restart()
         return {"ok": True, "state": program.state.value}
     if cmd == "signal":
@@ -325,7 +332,11 @@ async def reload_config(supervisor: "Supervisor") -> dict:
 
         logger.error(f"reload rejected: {describe_internal_error(e)}")
         return _error("internal", "the config could not be loaded (an internal error: see the init's log)")
-    changes = await supervisor.apply(config)
+    try:
+        changes = await supervisor.apply(config)
+    except ConfigError as e:  # an address of `listen` that cannot be bound: nothing was touched
+        logger.error(f"reload rejected: {e}")
+        return _error("invalid_config", str(e))
     logger.info("reloaded", **{k: ",".join(v) for k, v in changes.items() if v})
     return {"ok": True, **changes}
 

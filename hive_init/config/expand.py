@@ -11,6 +11,7 @@ import stat
 from collections.abc import Mapping
 
 from hive_init.redact import SECRET_NAME  # the one list of secret names, kept with the redactor
+from hive_init.securefs import read_open_file
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
 
@@ -34,17 +35,7 @@ def read_regular_file(path: str, limit: int) -> bytes:
             raise OSError(errno.EINVAL, "not a regular file")
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-        chunks = []
-        left = limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 65536))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        if left <= 0:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-        return b"".join(chunks)
+        return read_open_file(fd, limit)
     finally:
         os.close(fd)
 

@@ -6,6 +6,7 @@ Every failure is a ConfigError whose text is one line naming the file, program a
 import grp
 import os
 import pwd
+import socket
 import tomllib
 from collections.abc import Mapping
 from typing import Any
@@ -15,8 +16,8 @@ from hive_init.config.errors import ConfigError
 from hive_init.config.expand import UnsetVariable, expand, read_regular_file
 from hive_init.config.fields import PROGRAM_NAME_RULE, Table, valid_program_name
 from hive_init.config.graph import find_cycle
-from hive_init.config.model import DEFAULT_PASSTHROUGH, Backoff, Config, InitSpec, LogFile, Probe, ProgramSpec, RunAs
 from hive_init.paths import default_socket_path
+from hive_init.config.model import DEFAULT_PASSTHROUGH, Backoff, Config, InitSpec, ListenSpec, LogFile, Probe, ProgramSpec, RunAs
 from hive_init.redact import Redactor
 
 CONDITIONS = ("started", "ready", "completed")
@@ -75,6 +76,7 @@ def _loads(text: str, path: str, env: Mapping[str, str], secrets: set[str]) -> C
         for dep, _ in spec.depends_on:
             if dep not in programs:
                 raise ConfigError(path, f"programs.{spec.name}.depends_on.{dep}: no program named {dep!r}")
+    _listen_once(path, programs)
     cycle = find_cycle(programs)
     if cycle:
         raise ConfigError(path, f"programs: dependency cycle {' -> '.join(cycle)}")
@@ -134,6 +136,7 @@ _COMMON = {
     "start_seconds", "start_retries",
     "stop_signal", "stop_timeout", "kill_group", "log_file", "log_file_max_size", "log_file_backups",
     "readiness", "liveness", "memory_limit", "memory_limit_for", "oom_score_adj", "environment_passthrough",
+    "listen", "restart_order",
 }
 
 
@@ -166,6 +169,8 @@ def _program(name: str, t: Table | None, secrets: set[str], env: Mapping[str, st
     log_path = t.string("log_file", None)
     if log_path and not os.path.isabs(log_path):  # beside the config, not wherever the init was started
         log_path = os.path.join(os.path.dirname(os.path.abspath(t.file)), log_path)
+    listen = _listen(t, name, run_as)
+    restart_order = _restart_order(t, listen, kind if own_kind is not None else None)
     spec = ProgramSpec(
         name=name,
         kind=kind,
@@ -197,6 +202,8 @@ def _program(name: str, t: Table | None, secrets: set[str], env: Mapping[str, st
         memory_limit=_memory_limit(t),
         memory_limit_for=t.duration("memory_limit_for", 5.0),
         oom_score_adj=t.integer("oom_score_adj", None, minimum=-1000, maximum=1000),
+        listen=listen,
+        restart_order=restart_order,
         options=options,
     )
     if not log_path:
@@ -214,6 +221,100 @@ def _memory_limit(t: Table) -> int | None:
     if limit is None and t.has("memory_limit_for"):
         raise t.error("memory_limit_for", "has no effect without memory_limit")
     return limit
+_LISTEN_FIELDS = {"address", "name", "mode", "user", "group"}
+
+
+def _listen(t: Table, program: str, run_as: RunAs | None) -> tuple[ListenSpec, ...]:
+    """`listen = ["HOST:PORT", "unix:/path.sock", {address = "unix:/x.sock", mode = "0660"}, ...]`."""
+    from hive_init.config.addresses import parse_address, valid_fd_name
+
+    value = t.raw("listen", [])
+    if not isinstance(value, list):
+        raise t.error("listen", "expected a list of addresses like [\"0.0.0.0:8000\", \"unix:/run/app.sock\"]")
+    specs: list[ListenSpec] = []
+    for i, item in enumerate(value):
+        entry = Table(item, t.file, f"{t.where}.listen[{i}]") if isinstance(item, dict) else None
+        if entry is not None:
+            entry.reject_unknown(_LISTEN_FIELDS)
+            text = entry.string("address")
+        elif isinstance(item, str):
+            text = item
+        else:
+            raise t.error(f"listen[{i}]", "expected an address string or a table with address = \"...\"")
+        place = entry if entry is not None else Table({}, t.file, f"{t.where}.listen[{i}]")
+        try:
+            address = parse_address(text)
+        except ValueError as e:
+            raise place.error(None, str(e)) from None
+        name = entry.string("name", program) if entry is not None else program
+        if not valid_fd_name(name):
+            raise place.error("name" if entry is not None else None,
+                              f"{name!r} cannot be a LISTEN_FDNAMES entry (printable ASCII without ':' or spaces, at most 255)")
+        mode = uid = gid = None
+        on_disk = address.family == socket.AF_UNIX and not address.abstract
+        if entry is not None and not on_disk:
+            for key in ("mode", "user", "group"):
+                if entry.has(key):
+                    raise entry.error(key, "only a unix socket on the file system has a mode and an owner")
+        if on_disk:
+            # by default the socket file belongs to the program's user and group, 0660: the
+            # program and its group may connect, others may not
+            mode = _mode(entry, "mode", 0o660) if entry is not None else 0o660
+            uid, gid = (run_as.uid, run_as.gid) if run_as is not None else (0, 0)
+            if entry is not None and entry.has("user"):
+                owner = _run_as(entry, None)
+                assert owner is not None
+                uid, gid = owner.uid, owner.gid
+            elif entry is not None and entry.has("group"):
+                gid = _gid(entry)
+        if entry is not None:
+            entry.done()
+        specs.append(ListenSpec(address=text, name=name, mode=mode, uid=uid, gid=gid))
+    seen: set[Any] = set()
+    for i, spec in enumerate(specs):
+        address = parse_address(spec.address)
+        if address in seen:
+            raise t.error(f"listen[{i}]", f"{spec.address!r} is listed twice")
+        seen.add(address)
+    return tuple(specs)
+
+
+def _gid(t: Table) -> int:
+    group = t.string("group")
+    try:
+        return (grp.getgrnam(group) if not (group.isascii() and group.isdigit()) else grp.getgrgid(int(group))).gr_gid
+    except (KeyError, ValueError, OverflowError):
+        raise t.error("group", f"no such group {group!r} on this system") from None
+
+
+def _mode(t: Table, key: str, default: int) -> int:
+    value = t.raw(key, default)
+    if isinstance(value, str) and value and all(c in "01234567" for c in value) and int(value, 8) <= 0o777:
+        return int(value, 8)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return value  # a TOML octal integer (0o660)
+    raise t.error(key, f"expected an octal mode like \"0660\" (got {value!r})")
+
+
+def _restart_order(t: Table, listen: tuple[ListenSpec, ...], own_kind: str | None) -> Any:
+    order = t.choice("restart_order", ("start-first", "stop-first"), "start-first" if listen else "stop-first")
+    if order == "start-first" and own_kind is not None:
+        # a kind runs a server that owns its state (PostgreSQL: one postmaster per data directory)
+        raise t.error("restart_order", f"a kind = \"{own_kind}\" program cannot run twice at once; use \"stop-first\"")
+    return order
+
+
+def _listen_once(path: str, programs: dict[str, ProgramSpec]) -> None:
+    """An address is held for one program only: two would take each other's connections."""
+    from hive_init.config.addresses import parse_address
+
+    owner: dict[Any, str] = {}
+    for spec in programs.values():
+        for i, listen in enumerate(spec.listen):
+            address = parse_address(listen.address)
+            other = owner.setdefault(address, spec.name)
+            if other != spec.name:
+                raise ConfigError(path, f"programs.{spec.name}.listen[{i}]: {listen.address!r} is already in programs.{other}.listen")
 
 
 def _command(t: Table) -> tuple[str, ...]:

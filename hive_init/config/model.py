@@ -11,6 +11,7 @@ RestartPolicy = Literal["always", "on-failure", "never"]
 # HOME, USER and LOGNAME are the program's user's when it has one. `NAME*` is a prefix.
 DEFAULT_PASSTHROUGH = ("PATH", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "HOME", "USER", "LOGNAME")
 LogFormat = Literal["json", "console", "auto"]
+RestartOrder = Literal["start-first", "stop-first"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,18 @@ class LogFile:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenSpec:
+    """One address hive-init binds and holds for a program (hive_init.runtime.listen)."""
+
+    address: str  # as written: "127.0.0.1:8000", "[::1]:80", "unix:/run/app.sock", "unix:@abstract"
+    name: str  # its entry in LISTEN_FDNAMES
+    # unix sockets on the file system only: the socket file's mode and owner
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProgramSpec:
     name: str
     command: tuple[str, ...]
@@ -87,6 +100,9 @@ class ProgramSpec:
     memory_limit: int | None = None
     memory_limit_for: float = 5.0
     oom_score_adj: int | None = None
+    listen: tuple[ListenSpec, ...] = ()
+    # start-first: a restart starts the new process and stops the old one once the new is READY
+    restart_order: RestartOrder = "stop-first"
     # the kind's own validated settings (PostgresSpec for kind = "postgres")
     options: Any = None
 

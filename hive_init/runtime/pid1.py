@@ -11,15 +11,23 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import asyncio
+
     import anyio
 
 PR_SET_CHILD_SUBREAPER = 36
-# Every signal that can be caught and is not a fault of our own: PID 1 gets no default action
-# for signals it has no handler for, so each one has a handler, even if only to log it (the
-# supervisor's and single-command mode's SignalQueue).
-CATCHABLE = tuple(s for s in _signal.valid_signals()
-                  if s not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGSEGV, _signal.SIGBUS, _signal.SIGFPE,
-                               _signal.SIGILL, _signal.SIGABRT, _signal.SIGTRAP, _signal.SIGSYS))
+# Faults: the kernel sends these to a thread that did something wrong, and then a handler that
+# returns only makes the faulting instruction run again (Python's handler returns: the init would
+# spin forever instead of crashing). So they stay blocked in every thread of the init: a real
+# fault is then delivered with its default action anyway (the kernel unblocks it), and the same
+# signal *sent* with kill(2) (SI_USER) waits, blocked, for the fault waiter to collect it.
+FAULTS = frozenset((4, 5, 6, 7, 8, 11, 31))  # ILL, TRAP, ABRT, BUS, FPE, SEGV, SYS (x86/arm Linux)
+
+# Every signal that can be caught: PID 1 gets no default action for signals it has no handler
+# for, so each one has a handler (the supervisor's SignalQueue), even if only to log it. The
+# faults among them are the ones sent with kill(2): a fault of our own still kills the init
+# (FAULTS above says how).
+CATCHABLE = tuple(s for s in _signal.valid_signals() if s not in (_signal.SIGKILL, _signal.SIGSTOP))
 
 ExitHandler = Callable[[int], None]
 
@@ -128,15 +136,48 @@ class SignalQueue:
         fd = signal.set_wakeup_fd(-1)
         signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
         # what `hive-init run` held back during its start arrives now; children inherit the mask
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
+        # (spawn unblocks the faults around its fork: see children_mask)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(self.signals) - FAULTS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, FAULTS & set(self.signals))
+        self._waiter = None
+        if FAULTS & set(self.signals):
+            import threading
+
+            self._stop_waiter = False
+            self._waiter = threading.Thread(target=self._wait_faults, args=(loop,), name="fault-signals",
+                                            daemon=True)
+            self._waiter.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         import asyncio
+        import signal
 
         loop = asyncio.get_running_loop()
         for signum in self.signals:
             loop.remove_signal_handler(signum)
+        if self._waiter is not None and self._waiter.ident is not None:
+            self._stop_waiter = True
+            signal.pthread_kill(self._waiter.ident, signal.SIGSYS)  # wakes its sigwaitinfo
+            self._waiter.join(1.0)
+
+    def _wait_faults(self, loop: "asyncio.AbstractEventLoop") -> None:
+        """A thread that does nothing but wait (no wake-up while none comes) for a fault signal
+        sent by another process, and hands it to the loop like any other signal."""
+        import signal
+
+        while not self._stop_waiter:
+            info = signal.sigwaitinfo(FAULTS)
+            if self._stop_waiter:
+                return
+            try:
+                loop.call_soon_threadsafe(self._sent, info.si_signo)
+            except RuntimeError:  # the loop is closed: the init is exiting
+                return
+
+    def _sent(self, signum: int) -> None:
+        self.pending[signum] = None
+        self._woken()
 
     def _record(self, signum: int, _frame: object) -> None:
         self.pending[signum] = None
@@ -157,3 +198,22 @@ class SignalQueue:
         signum = next(iter(self.pending))
         del self.pending[signum]
         return signum
+
+
+
+class unblock_faults:
+    """Around a fork: the faults unblocked in this thread, so that the child does not inherit
+    our blocking (a fault sent meanwhile reaches SignalQueue's handler); `block_again()` after."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.blocked = FAULTS & signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        if self.blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.blocked)
+
+    def block_again(self) -> None:
+        import signal
+
+        if self.blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, self.blocked)

@@ -17,6 +17,7 @@ from hive_init.config.model import Probe, ProgramSpec
 from hive_init.health.probes import ProbeResult, ProbeStats, check
 from hive_init.runtime import oom, resources
 from hive_init.runtime.kind import Kind, PrepareError, kind_for
+from hive_init.runtime.listen import held
 from hive_init.runtime.output import Output
 from hive_init.runtime.pid1 import describe_exit, signal_name
 from hive_init.runtime.restart import RestartTracker
@@ -56,6 +57,8 @@ class Program:
         self.scope = anyio.CancelScope()  # the supervisor's handle on this program's task
         self._preparing: anyio.CancelScope | None = None
         self._oom_counts: tuple[int | None, int | None] | None = None  # the OOM kill counts at the spawn
+        # set by the supervisor for restart_order = "start-first": takes a restart over (True) or not
+        self.rolling: Callable[[str], bool] | None = None
         # called with (state, event, next state) at every transition (tests, observers)
         self.on_transition: Callable[[State, Event, State], None] | None = None
 
@@ -116,6 +119,8 @@ class Program:
         if self.pid is None or self._failure is not None or not self.want_up:
             return
         self.log.warning(reason)
+        if self.rolling is not None and self.rolling(reason):
+            return  # restart_order = "start-first": a new process replaces this one (runtime/rolling.py)
         self._restart(reason)
 
     def _restart(self, reason: str) -> None:
@@ -246,8 +251,10 @@ class Program:
                 self._preparing = None
             if not self.want_up:
                 return None, True
+            # the held sockets of `listen` (runtime/listen.py), as fds 3, 4, ...
+            passed = {"listen_fds": held.passed(self.spec.listen)} if self.spec.listen else {}
             child = self._spawn(launch.argv, env=launch.env, cwd=launch.cwd, run_as=launch.run_as,
-                                kill_group=self.spec.kill_group, on_exit=lambda _child: self._wakeup.set())
+                                kill_group=self.spec.kill_group, on_exit=lambda _child: self._wakeup.set(), **passed)
         except (PrepareError, SpawnError) as e:
             self.log.error(f"cannot start: {e}")
             self.started_at = time.monotonic()

@@ -16,7 +16,7 @@ import anyio
 from hive_init import exits
 from hive_init.config.model import DEFAULT_PASSTHROUGH, RunAs
 from hive_init.redact import is_secret_name
-from hive_init.runtime.pid1 import describe_exit, reaper
+from hive_init.runtime.pid1 import describe_exit, reaper, unblock_faults
 
 
 class SpawnError(Exception):
@@ -117,16 +117,25 @@ def spawn(
     new_session: bool = True,
     inherit_stdio: bool = False,
     on_exit: Callable[[Child], None] | None = None,
+    listen_fds: Sequence[tuple[int, str]] = (),
 ) -> Child:
     switch = run_as is not None and (os.geteuid() == 0) and run_as.uid != os.geteuid()
     if run_as is not None and not switch and run_as.uid != os.geteuid():
         raise SpawnError(f"cannot run as user {run_as.user!r}: hive-init is not running as root", exits.CANNOT_EXECUTE)
+    if listen_fds:
+        # held sockets go to 3, 4, ... with LISTEN_PID = the child's own pid: only the child can
+        # do that, so the exec wrapper runs first (and switches the user itself, after)
+        from hive_init.runtime.execwrap import wrap
+
+        argv = wrap(argv, listen_fds, run_as if switch else None)
+        switch = False
     pipe = subprocess.PIPE if capture else None
     # without a new session (single-command mode), the child still gets a process group of its
     # own, so that signals can go to the whole group while it keeps the terminal
     process_group = None if new_session else 0
     # only a switching spawn names the ids; narrowed once here, so the Popen call cannot reach None
     target = run_as if run_as is not None and switch else None
+    faults = unblock_faults()  # the init's own blocking of fault signals is not the child's
     try:
         popen = subprocess.Popen(
             list(argv),
@@ -141,6 +150,7 @@ def spawn(
             user=target.uid if target is not None else None,
             group=target.gid if target is not None else None,
             extra_groups=list(target.groups) if target is not None else None,
+            pass_fds=tuple(fd for fd, _ in listen_fds),
             process_group=process_group,
         )
     except FileNotFoundError as e:
@@ -153,6 +163,8 @@ def spawn(
         if e.errno == errno.ENOEXEC:
             raise SpawnError(f"cannot execute {argv[0]!r}: not an executable format", exits.CANNOT_EXECUTE) from None
         raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", exits.CANNOT_EXECUTE) from None
+    finally:
+        faults.block_again()
     for stream in (popen.stdout, popen.stderr):
         if stream is not None:
             os.set_blocking(stream.fileno(), False)

@@ -20,6 +20,7 @@ import anyio
 from hive_init import exits, log, redact
 from hive_init.config.model import Config
 from hive_init.runtime import oom, resources
+from hive_init.runtime.listen import held
 from hive_init.runtime.pid1 import CATCHABLE, SignalQueue, become_subreaper, reaper, signal_name
 from hive_init.runtime.program import Program
 from hive_init.runtime.spawn import KILL_WAIT  # also how long SIGKILLed programs get at the shutdown deadline
@@ -126,6 +127,19 @@ class Supervisor:
 
         program.scope = anyio.CancelScope()
         self._tg.start_soon(own, name=f"program {program.name}")
+        if program.spec.restart_order == "start-first":
+            program.rolling = lambda reason: self._roll_soon(program, reason)
+
+    def _roll_soon(self, program: Program, reason: str) -> bool:
+        """A restart of a start-first program (a liveness failure): rolling, in a task of ours."""
+        from hive_init.runtime.rolling import replacing, roll, rolls
+
+        if replacing(program):
+            return True  # its successor is on the way
+        if not rolls(program) or self.shutting_down:
+            return False
+        self._tg.start_soon(roll, self, program, None, reason, name=f"rolling restart {program.name}")
+        return True
 
     async def apply(self, config: Config) -> dict[str, list[str]]:
         """A new config on a running init (reload): the programs' differences only."""
@@ -133,6 +147,9 @@ class Supervisor:
             return await self._apply(config)
 
     async def _apply(self, config: Config) -> dict[str, list[str]]:
+        # new addresses are bound before anything is touched: one that cannot be is a
+        # ConfigError, and the reload is rejected whole (kept addresses stay the same sockets)
+        await anyio.to_thread.run_sync(held.hold, config)
         old, new = self.config.programs, config.programs
         removed = [n for n in old if n not in new]
         changed = [n for n in old if n in new and old[n] != new[n]]
@@ -140,21 +157,26 @@ class Supervisor:
         if config.init != self.config.init:
             self.log.warning("[init] changes take effect at the next start of hive-init")
         redact.set_secrets(config.secrets)
+        from hive_init.runtime.rolling import roll, rolls
+
+        # a start-first program that serves is restarted beside itself, after the others
+        rolling = [n for n in changed if rolls(self.programs[n], new[n])]
         for name in reversed(self.order):
-            if name in removed or name in changed:
+            if name in removed or (name in changed and name not in rolling):
                 program = self.programs[name]
                 await program.stop()
                 program.scope.cancel()
         # removed from the shared map only now, with no await before the new map is complete: a
         # program depending on two changed ones looks both up while the first one stops
         for name in removed + changed:
-            del self.programs[name]
+            if name not in rolling:  # a rolling one keeps its Program: roll() swaps its child
+                del self.programs[name]
         self.config = dataclasses.replace(config, init=self.config.init)
         oom.configure(list(config.programs.values()))
         self.order = config.start_order()
         fresh = {}
         for name in self.order:
-            if name in added or name in changed:
+            if name in added or (name in changed and name not in rolling):
                 fresh[name] = Program(new[name], self.board, self.programs, self.config.init.output_buffer_lines)
         # keep the dict in start order: status lists programs as they start
         ordered = {name: self.programs.get(name) or fresh[name] for name in self.order}
@@ -162,8 +184,14 @@ class Supervisor:
         self.programs.update(ordered)
         for program in fresh.values():
             self._launch(program)
+        kept = []
+        for name in rolling:
+            if await roll(self, self.programs[name], new[name], "config changed") is not None:
+                self.config.programs[name] = old[name]  # still running as before: the next reload tries again
+                kept.append(name)
+        held.release_unused(self.config)  # a stopped process's copy is gone with it
         self.board.changed()
-        return {"added": added, "removed": removed, "changed": changed}
+        return {"added": added, "removed": removed, "changed": changed, "kept": kept}
 
     def request_shutdown(self, reason: str, status: int = exits.OK) -> None:
         if self._shutdown.is_set():
@@ -352,6 +380,7 @@ def describe(p: Program) -> dict[str, Any]:
         "last_exit": p.last_exit,
         "reason": redact.redact(p.reason),
         "critical": p.spec.critical,
+        "listen": held.bound(p.spec.listen),
         "probe": None if probe is None else {
             "ok": probe.ok, "latency_ms": round(probe.latency * 1000, 2), "message": redact.redact(probe.message),
         },

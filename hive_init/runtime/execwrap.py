@@ -1,0 +1,123 @@
+"""The exec wrapper: a tiny program that hive-init runs between fork and the real exec, for
+the programs that need something done in the child itself (only those: it costs a Python start
+per spawn). Standard library only, run as `python -I -S execwrap.py OPTIONS -- COMMAND...`.
+
+Options (leading, `--name=value`, before `--`; each does one thing, in this order):
+  --listen=FD:NAME    (repeated) the held sockets: moved to descriptors 3, 4, ... in the order
+                      given, with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (this process's own
+                      pid, which the exec keeps) set as sd_listen_fds(3) reads them
+  --user=UID --group=GID --groups=G1,G2,...
+                      switch to this user after the descriptors are in place (the wrapper starts
+                      as root so that its interpreter and this file need not be readable by the
+                      program's user)
+
+Errors are one line on stderr and the exit status a shell gives: 126 cannot execute, 127 not
+found (the numbers of hive_init.exits; not imported: this file imports nothing of hive-init).
+"""
+
+import fcntl
+import os
+import signal
+import sys
+
+LISTEN_FDS_START = 3
+NOT_FOUND = 127
+CANNOT_EXECUTE = 126
+
+
+def main(argv: list[str]) -> int:
+    try:
+        options, command = parse(argv)
+    except ValueError as e:
+        return fail(f"usage: {e}", CANNOT_EXECUTE)
+    if options["listen"]:
+        pass_listen_fds(options["listen"])
+    if options["user"] is not None:
+        try:
+            switch_user(options["user"], options["group"], options["groups"])
+        except OSError as e:
+            return fail(f"cannot switch to user {options['user']}: {e.strerror}", CANNOT_EXECUTE)
+    # Python ignores SIGPIPE and SIGXFSZ at start-up and ignored signals survive exec: the
+    # program gets the defaults, as a direct spawn gives them (Popen's restore_signals)
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    try:
+        os.execvp(command[0], command)
+    except FileNotFoundError:
+        return fail(f"cannot execute {command[0]!r}: no such file or directory", NOT_FOUND)
+    except PermissionError:
+        return fail(f"cannot execute {command[0]!r}: permission denied", CANNOT_EXECUTE)
+    except OSError as e:
+        return fail(f"cannot execute {command[0]!r}: {e.strerror}", CANNOT_EXECUTE)
+    return CANNOT_EXECUTE  # not reached: exec does not return
+
+
+def parse(argv: list[str]) -> tuple[dict, list[str]]:
+    options: dict = {"listen": [], "user": None, "group": None, "groups": []}
+    i = 0
+    while i < len(argv) and argv[i] != "--":
+        option, sep, value = argv[i].partition("=")
+        if not sep:
+            raise ValueError(f"{option} needs a value (--option=VALUE)")
+        if option == "--listen":
+            fd, _, name = value.partition(":")
+            options["listen"].append((int(fd), name))
+        elif option == "--user":
+            options["user"] = int(value)
+        elif option == "--group":
+            options["group"] = int(value)
+        elif option == "--groups":
+            options["groups"] = [int(g) for g in value.split(",") if g]
+        else:
+            raise ValueError(f"unknown option {option}")
+        i += 1
+    command = argv[i + 1:]
+    if not command:
+        raise ValueError("no command after --")
+    return options, command
+
+
+def pass_listen_fds(listen: list[tuple[int, str]]) -> None:
+    """Descriptors given as FD:NAME end up at 3, 4, ... A passed descriptor may sit where
+    another must go (a 4 that goes to 3 while 3 goes to 4): all are first copied above the
+    whole range, then put in place, so none is overwritten before it was moved."""
+    top = LISTEN_FDS_START + len(listen)
+    copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, top) for fd, _ in listen]
+    for fd, _ in listen:
+        os.close(fd)
+    for index, copy in enumerate(copies):
+        os.dup2(copy, LISTEN_FDS_START + index, inheritable=True)  # kept across exec
+        os.close(copy)
+    os.environ["LISTEN_FDS"] = str(len(listen))
+    os.environ["LISTEN_PID"] = str(os.getpid())  # exec keeps the pid: the program's own
+    os.environ["LISTEN_FDNAMES"] = ":".join(name for _, name in listen)
+
+
+def switch_user(uid: int, gid: int | None, groups: list[int]) -> None:
+    # supplementary groups and group first: after setuid there is no right left to change them
+    os.setgroups(groups)
+    if gid is not None:
+        os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid or (gid is not None and os.getegid() != gid):
+        raise OSError(1, "the switch did not take effect")
+
+
+def wrap(argv, listen: "list[tuple[int, str]] | tuple", run_as=None) -> list[str]:  # run_as: config.model.RunAs
+    """The command line that runs `argv` through this wrapper (called by spawn, in the init)."""
+    options = [f"--listen={fd}:{name}" for fd, name in listen]
+    if run_as is not None:
+        options += [f"--user={run_as.uid}", f"--group={run_as.gid}", "--groups=" + ",".join(map(str, run_as.groups))]
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__), *options, "--", *argv]
+
+
+def fail(message: str, code: int) -> int:
+    try:
+        os.write(2, f"hive-init: {message}\n".encode(errors="replace"))
+    except OSError:
+        pass
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
