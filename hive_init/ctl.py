@@ -8,8 +8,7 @@ import time
 
 from hive_init import exits
 from hive_init.api.protocol import Client, Unreachable
-from hive_init.healthcheck import socket_path
-from hive_init.healthcheck import BadConfig
+from hive_init.healthcheck import BadConfig, socket_path
 
 
 def main(args: argparse.Namespace) -> int:

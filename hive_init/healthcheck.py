@@ -1,10 +1,9 @@
 """`hive-init health`, the command Docker runs every few seconds: a fast path that skips
 argparse and the `socket` module (the C `_socket` does all it needs), one request, one line."""
 
+import _socket
 import json
 import os
-
-import _socket
 
 from hive_init.paths import default_socket_path
 from hive_init.peercred import untrusted_server_uid

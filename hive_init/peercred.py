@@ -2,10 +2,9 @@
 health`'s fast path can use it): a socket another user made must not receive our commands or
 be believed."""
 
+import _socket
 import os
 import sys
-
-import _socket
 
 _LITTLE = sys.byteorder == "little"
 

@@ -387,8 +387,8 @@ def _pid(ctl: Ctl, args: list[str]) -> int:
 
 def _config(ctl: Ctl) -> object | None:
     """The config file (-c, $HIVE_INIT_CONFIG or the default), or None with a note."""
-    from hive_init.paths import config_path
     from hive_init.config import ConfigError, load
+    from hive_init.paths import config_path
 
     try:
         return load(config_path(ctl.options.get("config")))

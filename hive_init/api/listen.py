@@ -16,9 +16,11 @@ import os
 import resource
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from hive_init import log
 
@@ -90,7 +92,7 @@ def _open_spare() -> int | None:
 
 
 async def accept_loop(sock: socket.socket, shedder: Shedder,
-                      handle: Callable[[socket.socket], Awaitable[None]], tg: anyio.abc.TaskGroup,
+                      handle: Callable[[socket.socket], Coroutine[Any, Any, None]], tg: anyio.abc.TaskGroup,
                       make_room: Callable[[], bool] | None = None) -> None:
     """Accept forever; every error of accept() is survived. `handle` owns the accepted socket.
     Out of descriptors, `make_room()` may close one of the endpoint's idle connections (True if
@@ -105,8 +107,8 @@ async def accept_loop(sock: socket.socket, shedder: Shedder,
         except OSError as e:
             if e.errno in _EXHAUSTED:
                 if make_room is not None and make_room():
-                    await anyio.sleep(0)  # the evicted connection's task closes its socket
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()  # the evicted connection's task closes its socket
+                    await anyio.lowlevel.checkpoint()
                     continue
                 shedder.note(os.strerror(e.errno))
                 shedder.shed_pending(sock)

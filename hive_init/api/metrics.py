@@ -25,7 +25,7 @@ def render(supervisor: "SupervisorView") -> tuple[bytes, str]:
     return generate_latest(_registry), CONTENT_TYPE_LATEST
 
 
-def _resources(sup: "Supervisor") -> Any:
+def _resources(sup: "SupervisorView") -> Any:
     """What each program's tree uses (read just before this scrape, hive_init.runtime.resources)
     and the container's memory cgroup."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily

@@ -33,7 +33,7 @@ class Client:
             raise Unreachable(f"hive-init is not running (nothing listens on {path})") from None
         except PermissionError:
             raise Unreachable(f"permission denied on {path} (run as the init's user or root)") from None
-        except (socket.timeout, OSError) as e:
+        except (TimeoutError, OSError) as e:
             raise Unreachable(f"cannot reach hive-init at {path}: {e}") from None
         stranger = untrusted_server_uid(self.sock)
         if stranger is not None:  # checked before a byte is sent: it would get our command
@@ -45,7 +45,7 @@ class Client:
         try:
             self.sock.sendall(encode(message))
             return self.receive()
-        except (socket.timeout, OSError) as e:
+        except (TimeoutError, OSError) as e:
             raise Unreachable(f"hive-init at {self.path} did not answer: {e}") from None
 
     def receive(self) -> dict:

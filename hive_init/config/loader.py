@@ -3,9 +3,9 @@
 Every failure is a ConfigError whose text is one line naming the file, program and field.
 """
 
+import grp
 import os
 import pwd
-import grp
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -215,7 +215,7 @@ def _program(name: str, t: Table | None, secrets: set[str], env: Mapping[str, st
 
 
 def _memory_limit(t: Table) -> int | None:
-    limit = t.size("memory_limit", None)
+    limit: int | None = t.size("memory_limit", None)
     if limit is not None and limit < 1024 * 1024:
         raise t.error("memory_limit", f"must be at least 1MB (got {t.data['memory_limit']!r}): a program needs more")
     if limit is None and t.has("memory_limit_for"):
@@ -326,7 +326,7 @@ def _command(t: Table) -> tuple[str, ...]:
         if not value.strip():
             raise t.error("command", "must not be empty")
         return ("/bin/sh", "-c", value)
-    command = t.string_list("command")
+    command: tuple[str, ...] = t.string_list("command")
     if shell:
         raise t.error("shell", "shell = true needs command to be a string")
     if not command[0]:
@@ -335,7 +335,7 @@ def _command(t: Table) -> tuple[str, ...]:
 
 
 def _directory(t: Table) -> str | None:
-    directory = t.string("directory", None)
+    directory: str | None = t.string("directory", None)
     if directory is not None and not os.path.isabs(directory):
         raise t.error("directory", f"must be an absolute path (got {directory!r})")
     return directory

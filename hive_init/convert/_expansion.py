@@ -3,9 +3,12 @@
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hive_init.convert._ini import Option
+
+if TYPE_CHECKING:
+    from hive_init.convert._common import ConvertError
 
 # a word the placeholder for an environment reference is built from: letters and digits only, so
 # that shlex (both modes) and supervisord's KEY=val parser keep it in one piece
@@ -62,6 +65,10 @@ class Expansion:
 
     refs: _Refs
     warned_resolved: set[tuple[str, str]]
+
+    if TYPE_CHECKING:  # provided by the other parts of _Converter; declared here only for the type checker
+        def _error(self, opt: Option, section: str, key: str | None, message: str) -> ConvertError: ...
+        def _warn(self, opt: Option, section: str, key: str | None, text: str) -> None: ...
 
     def _expand(self, opt: Option, section: str, key: str, names: Mapping[str, Any], env: Mapping[str, str],
                 resolve: bool = False) -> str:

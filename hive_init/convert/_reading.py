@@ -7,6 +7,8 @@ import platform
 import shlex
 import sys
 import tempfile
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from hive_init import exits
 from hive_init.convert._common import ConvertError, _here
@@ -23,6 +25,11 @@ class Reading:
     files: list[str]
     private: bool
     header_notes: list[str]
+
+    if TYPE_CHECKING:  # provided by the other parts of _Converter; declared here only for the type checker
+        def _expand(self, opt: Option, section: str, key: str, names: Mapping[str, Any], env: Mapping[str, str],
+                    resolve: bool = False) -> str: ...
+        def _warn(self, opt: Option, section: str, key: str | None, text: str) -> None: ...
 
     def _read(self, path: str, included_from: tuple[str, int] | None = None) -> str:
         where = f"{included_from[0]}:{included_from[1]}: [include] files: {path}" if included_from else path

@@ -10,7 +10,6 @@ from hive_init.convert import _toml
 from hive_init.convert._common import Note, _Program
 
 
-
 class Rendering:
     """The converter's output (a part of supervisord._Converter)."""
 

@@ -298,11 +298,11 @@ class _Converter(Reading, Expansion, Values, Rendering):
                     self._report(opt, section.name, key, f"hive-init does not set a umask: set it before "
                                                          f"starting hive-init (umask {value.strip()})")
             elif key in ("minfds", "minprocs"):
-                value = self._integer(opt, section.name, key, self._expand(opt, section.name, key, names, env={}))
-                if value is not None and value > (1024 if key == "minfds" else 200):
+                wanted = self._integer(opt, section.name, key, self._expand(opt, section.name, key, names, env={}))
+                if wanted is not None and wanted > (1024 if key == "minfds" else 200):
                     limit = "nofile" if key == "minfds" else "nproc"
                     self._report(opt, section.name, key, f"hive-init does not raise resource limits: give the "
-                                                         f"container --ulimit {limit}={value}")
+                                                         f"container --ulimit {limit}={wanted}")
             elif key == "strip_ansi":
                 if self._boolean(opt, section.name, key, self._expand(opt, section.name, key, names, env={})):
                     self._report(opt, section.name, key, "hive-init does not strip ANSI escapes from output")

@@ -6,6 +6,7 @@ import time
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.abc
 
 from hive_init.config.model import Probe
 from hive_init.runtime.kind import Kind, ProbeResult
@@ -82,7 +83,12 @@ async def _http(url: str) -> tuple[bool, str]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = parts.hostname or "127.0.0.1"
-    stream = await anyio.connect_tcp(host, port, tls=parts.scheme == "https", tls_standard_compatible=False)
+    stream: anyio.abc.ByteStream
+    if parts.scheme == "https":
+        # servers often close without a TLS close_notify; that is not a failed probe
+        stream = await anyio.connect_tcp(host, port, tls=True, tls_standard_compatible=False)
+    else:
+        stream = await anyio.connect_tcp(host, port)
     async with stream:
         request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: hive-init\r\nConnection: close\r\n\r\n"
         await stream.send(request.encode("latin-1"))

@@ -46,8 +46,8 @@ def describe_error(e: BaseException) -> str:
         return text + (f" ({hint})" if hint else "")
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 async def wait_accepting(spec: PostgresSpec, socket_dir: str, data_dir: str, child: Child,

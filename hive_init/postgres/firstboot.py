@@ -18,7 +18,8 @@ from typing import Any
 
 import anyio
 
-from hive_init import __version__, log as logging, securefs
+from hive_init import __version__, securefs
+from hive_init import log as logging
 from hive_init.config.model import ProgramSpec, RunAs
 from hive_init.postgres import bootstrap, layout, ownership, processes
 from hive_init.postgres.binaries import Binaries

@@ -16,7 +16,8 @@ import time
 import anyio
 import asyncpg
 
-from hive_init import log as logging, securefs
+from hive_init import log as logging
+from hive_init import securefs
 from hive_init.config.model import Probe, ProgramSpec, RunAs
 from hive_init.health.probes import ProbeResult
 from hive_init.postgres import binaries as binaries_mod

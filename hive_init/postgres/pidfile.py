@@ -40,7 +40,7 @@ def read(data_dir: str) -> PidFile:
     except FileNotFoundError:
         return PidFile("missing")
     except securefs.UnsafePath as e:
-        return PidFile("unusable", reason=e.strerror)
+        return PidFile("unusable", reason=e.strerror or "unsafe path")
     except OSError as e:
         if e.errno == errno.ELOOP:
             return PidFile("unusable", reason="a symbolic link")

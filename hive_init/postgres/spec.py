@@ -269,7 +269,7 @@ def _password(t: Table, key: str, file_key: str, secrets: set[str], env: Mapping
         raise t.error(file_key, f"give either {key} or {file_key}, not both")
     password = t.string(key, None)
     path = t.string(file_key, None)
-    where = key
+    where: str | None = key
     if password is None and path is None and env is not None:
         if env.get("POSTGRES_PASSWORD"):
             password, where = env["POSTGRES_PASSWORD"], None

@@ -31,7 +31,6 @@ from hive_init import log, procfs
 from hive_init.config.model import ProgramSpec
 from hive_init.runtime import resources
 
-
 DEFAULT_SCORES = {"postgres": -900}  # the postmaster: after everything else, short of never (-1000)
 SIGKILL_EXIT = -9
 

@@ -122,7 +122,7 @@ class SignalQueue:
     def __init__(self, signals: Iterable[int]):
         self.signals = tuple(signals)
         self.pending: dict[int, None] = {}  # insertion-ordered set
-        self._wake: "anyio.Event | None" = None
+        self._wake: anyio.Event | None = None
 
     def __enter__(self) -> "SignalQueue":
         import asyncio

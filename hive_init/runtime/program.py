@@ -15,11 +15,11 @@ import anyio
 from hive_init import log
 from hive_init.config.model import Probe, ProgramSpec
 from hive_init.health.probes import ProbeResult, ProbeStats, check
+from hive_init.runtime import oom, resources
 from hive_init.runtime.kind import Kind, PrepareError, kind_for
 from hive_init.runtime.listen import held
 from hive_init.runtime.output import Output
 from hive_init.runtime.pid1 import describe_exit, signal_name
-from hive_init.runtime import oom, resources
 from hive_init.runtime.restart import RestartTracker
 from hive_init.runtime.spawn import KILL_WAIT, Child, SpawnError, kill, spawn, wait_exit
 from hive_init.runtime.state import DOWN, UP, Board, Event, State, next_state

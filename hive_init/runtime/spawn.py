@@ -132,7 +132,9 @@ def spawn(
     pipe = subprocess.PIPE if capture else None
     # without a new session (single-command mode), the child still gets a process group of its
     # own, so that signals can go to the whole group while it keeps the terminal
-    group = {} if new_session else {"process_group": 0}
+    process_group = None if new_session else 0
+    # only a switching spawn names the ids; narrowed once here, so the Popen call cannot reach None
+    target = run_as if run_as is not None and switch else None
     faults = unblock_faults()  # the init's own blocking of fault signals is not the child's
     try:
         popen = subprocess.Popen(
@@ -145,11 +147,11 @@ def spawn(
             close_fds=True,
             start_new_session=new_session,
             restore_signals=True,
-            user=run_as.uid if switch else None,
-            group=run_as.gid if switch else None,
-            extra_groups=list(run_as.groups) if switch else None,
+            user=target.uid if target is not None else None,
+            group=target.gid if target is not None else None,
+            extra_groups=list(target.groups) if target is not None else None,
             pass_fds=tuple(fd for fd, _ in listen_fds),
-            **group,
+            process_group=process_group,
         )
     except FileNotFoundError as e:
         if cwd and e.filename == cwd:

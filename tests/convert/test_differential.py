@@ -11,7 +11,6 @@ import shlex
 import signal
 import tomllib
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from supervisor import datatypes

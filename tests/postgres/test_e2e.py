@@ -22,11 +22,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.postgres.conftest import ROOT, base_toml, free_port
 from hive_init.config.model import RunAs
 from hive_init.postgres import binaries, firstboot, processes
 from hive_init.postgres import layout as pg_layout
-
+from tests.postgres.conftest import ROOT, base_toml, free_port
 
 NAMESPACE = ROOT and shutil.which("unshare") is not None  # as root: PID 1 of a new PID namespace
 pytestmark = [pytest.mark.usefixtures("postgres_user")] + ([pytest.mark.pid1] if NAMESPACE else [])

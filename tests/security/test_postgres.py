@@ -2,12 +2,9 @@
 `mallory` steering root's first-boot cleanup, passwords in the postmaster's environment and in
 its statement log, and a postmaster.pid that is a FIFO or a link to /dev/zero."""
 
-import ctypes
 import hashlib
 import os
 import secrets
-import signal
-import threading
 import time
 from pathlib import Path
 

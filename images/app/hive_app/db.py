@@ -86,7 +86,7 @@ class Database:
                 await self._setup()
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - any failure: report it and try again
+            except Exception as e:
                 self.last_error = describe(e)
                 if attempt == 1 or attempt % 10 == 0 or isinstance(e, SchemaError):
                     log.warning("database %s not ready (attempt %d): %s; retrying every %.1fs at most",
@@ -151,7 +151,7 @@ class Database:
             self._task.cancel()
             try:
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass
         pool, self.pool = self.pool, None
         if pool is not None:
