@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from bench import loadgen
-from bench.common import BenchError, PYTHON, free_port, http_status, wait_for
+from bench.common import PYTHON, BenchError, free_port, http_status, wait_for
 from bench.sides import HIVE, Program, RunningInit
 
 DELAYED = 0.5  # seconds: an answer slower than this counts as delayed
@@ -153,7 +153,7 @@ def run(init: RunningInit, app_port: int, rate: float, restarts: int, crashes: i
             else:
                 kill_idle(before, app_port, load.caught_up)
                 start = time.monotonic()
-            wait_for(lambda: app_pid(init) not in (None, before), 120, 0.02, "the new process")
+            wait_for(lambda before=before: app_pid(init) not in (None, before), 120, 0.02, "the new process")
             wait_for(lambda: http_status("127.0.0.1", app_port, "/api/v1/live", 5) == 200, 120, 0.01,
                      "the new process to answer")
             end = time.monotonic() + WINDOW_TAIL

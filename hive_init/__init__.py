@@ -3,6 +3,7 @@
 import sys as _sys
 
 __version__ = "0.1.0"
+TYPING = False  # true for mypy only (pyproject: always_true): `typing` is not imported at start
 
 # The signal mask hive-init was started with (None until `run` blocks): the child of
 # single-command mode gets it back, so our own blocking never leaks to it.
@@ -13,7 +14,10 @@ def block_signals() -> None:
     """Every signal blocked, the caller's mask kept. `_signal` is the C module: built in, so
     this costs no import and runs before any other line of hive-init."""
     global caller_mask
-    import _signal
+    if TYPING:  # the same functions, typed by typeshed's `signal` (there are no stubs for _signal)
+        import signal as _signal
+    else:
+        import _signal
 
     if caller_mask is None:
         caller_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())

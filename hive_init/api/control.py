@@ -250,7 +250,7 @@ async def handle(supervisor: "Supervisor", request: dict) -> dict:
             failure = await roll(supervisor, program)
             if failure is not None:
                 return _error("restart_failed", f"the new process {failure}; the old one keeps serving")
-            return {"ok": True, "state": supervisor.programs[name].state.value}
+            return {"ok": True, "state": supervisor.programs[program.name].state.value}
         await program.restart()
         return {"ok": True, "state": program.state.value}
     if cmd == "signal":

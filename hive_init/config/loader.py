@@ -16,8 +16,18 @@ from hive_init.config.errors import ConfigError
 from hive_init.config.expand import UnsetVariable, expand, read_regular_file
 from hive_init.config.fields import PROGRAM_NAME_RULE, Table, valid_program_name
 from hive_init.config.graph import find_cycle
+from hive_init.config.model import (
+    DEFAULT_PASSTHROUGH,
+    Backoff,
+    Config,
+    InitSpec,
+    ListenSpec,
+    LogFile,
+    Probe,
+    ProgramSpec,
+    RunAs,
+)
 from hive_init.paths import default_socket_path
-from hive_init.config.model import DEFAULT_PASSTHROUGH, Backoff, Config, InitSpec, ListenSpec, LogFile, Probe, ProgramSpec, RunAs
 from hive_init.redact import Redactor
 
 CONDITIONS = ("started", "ready", "completed")
@@ -436,7 +446,8 @@ def _probe(t: Table, own_kind: kinds.ConfigKind | None) -> Probe:
     if kind == "exec":
         target = t.string_list("exec")
     elif kind == "tcp":
-        target = "%s:%d" % _host_port(t, "tcp", t.string("tcp"))
+        host, port = _host_port(t, "tcp", t.string("tcp"))
+        target = f"{host}:{port}"
     elif kind == "http":
         target = t.string("http")
         if not target.startswith(("http://", "https://")):

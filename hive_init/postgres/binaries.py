@@ -9,6 +9,8 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import anyio
+
 from hive_init.runtime.kind import PrepareError
 from hive_init.runtime.spawn import run_command
 
@@ -81,15 +83,23 @@ async def find(bin_dir: str | None = None, *, embedded: bool = True, pg_config: 
             if candidate and has_server(candidate[0]):
                 return await _with_version(Binaries(candidate[0], "pg_config"))
         looked.append("pg_config --bindir")
-    postgres = shutil.which("postgres", path=path)
-    if postgres and has_server(os.path.dirname(os.path.realpath(postgres))):
-        return await _with_version(Binaries(os.path.dirname(os.path.realpath(postgres)), "PATH"))
+    # links resolved and directories globbed in a worker thread: file-system walks stay off the loop
+    searched = await anyio.to_thread.run_sync(_on_path_or_in_roots, path, tuple(roots))
+    if searched is not None:
+        return await _with_version(searched)
     looked.append("PATH")
-    candidates = [d for root in roots for d in glob.glob(root) if has_server(d)]
-    if candidates:
-        return await _with_version(Binaries(max(candidates, key=_version_key), "distribution"))
     looked.extend(roots)
     raise PrepareError(f"no PostgreSQL server binaries found (looked in {', '.join(looked)}): {INSTALL_HINT}")
+
+
+def _on_path_or_in_roots(path: str | None, roots: tuple[str, ...]) -> Binaries | None:
+    postgres = shutil.which("postgres", path=path)
+    if postgres and has_server(os.path.dirname(os.path.realpath(postgres))):
+        return Binaries(os.path.dirname(os.path.realpath(postgres)), "PATH")
+    candidates = [d for root in roots for d in glob.glob(root) if has_server(d)]
+    if candidates:
+        return Binaries(max(candidates, key=_version_key), "distribution")
+    return None
 
 
 async def _with_version(found: Binaries) -> Binaries:

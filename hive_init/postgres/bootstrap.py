@@ -106,9 +106,8 @@ async def _bootstrap(conn: asyncpg.Connection, spec: PostgresSpec, socket_dir: s
     if not superuser:
         raise PrepareError(f"role {spec.superuser!r} is not a superuser in this cluster: set superuser to "
                            "the cluster's superuser (the one initdb made, POSTGRES_USER for the official image)")
-    if spec.superuser_password is not None:
-        if await _set_password(conn, spec.superuser, spec.superuser_password):
-            done.append(f"password of superuser {spec.superuser} set")
+    if spec.superuser_password is not None and await _set_password(conn, spec.superuser, spec.superuser_password):
+        done.append(f"password of superuser {spec.superuser} set")
     for role in spec.roles:
         await _role(conn, role, done)
     for db in spec.databases:

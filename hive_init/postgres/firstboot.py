@@ -187,10 +187,15 @@ async def first_boot(ctx: Context, data_dir: str, state: str) -> None:
         await anyio.to_thread.run_sync(commit, staging, data_dir)
     except BaseException:
         with anyio.CancelScope(shield=True):
-            if os.path.isdir(staging) and not os.path.isfile(os.path.join(staging, layout.MARKER)):
-                await anyio.to_thread.run_sync(layout.remove_tree, staging)
+            await anyio.to_thread.run_sync(_remove_unfinished, staging)
         raise
     ctx.log.info("first boot: done", seconds=round(time.monotonic() - started, 3), init_scripts=len(scripts))
+
+
+def _remove_unfinished(staging: str) -> None:
+    """A first boot that did not finish leaves nothing (one with its marker is rolled forward)."""
+    if os.path.isdir(staging) and not os.path.isfile(os.path.join(staging, layout.MARKER)):
+        layout.remove_tree(staging)
 
 
 async def _build(ctx: Context, data_dir: str, staging: str) -> list[str]:

@@ -32,11 +32,11 @@ def saslprep(password: str) -> bytes:
     for c in text:
         if any(check(c) for check in prohibited):
             return raw
-    if any(stringprep.in_table_d1(c) for c in text):
-        # right-to-left text: no left-to-right character, and it must start and end right-to-left
-        if any(stringprep.in_table_d2(c) for c in text) or not (
-                stringprep.in_table_d1(text[0]) and stringprep.in_table_d1(text[-1])):
-            return raw
+    # right-to-left text: no left-to-right character, and it must start and end right-to-left
+    right_to_left = any(stringprep.in_table_d1(c) for c in text)
+    if right_to_left and (any(stringprep.in_table_d2(c) for c in text) or not (
+            stringprep.in_table_d1(text[0]) and stringprep.in_table_d1(text[-1]))):
+        return raw
     return text.encode("utf-8")
 
 

@@ -15,10 +15,17 @@ Errors are one line on stderr and the exit status a shell gives: 126 cannot exec
 found (the numbers of hive_init.exits; not imported: this file imports nothing of hive-init).
 """
 
+from __future__ import annotations  # annotations stay text: `typing` is not imported per spawn
+
 import fcntl
 import os
 import signal
 import sys
+
+TYPING = False  # true for mypy only (pyproject: always_true)
+if TYPING:
+    from collections.abc import Sequence
+    from typing import Any
 
 LISTEN_FDS_START = 3
 NOT_FOUND = 127
@@ -52,8 +59,8 @@ def main(argv: list[str]) -> int:
     return CANNOT_EXECUTE  # not reached: exec does not return
 
 
-def parse(argv: list[str]) -> tuple[dict, list[str]]:
-    options: dict = {"listen": [], "user": None, "group": None, "groups": []}
+def parse(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    options: dict[str, Any] = {"listen": [], "user": None, "group": None, "groups": []}
     i = 0
     while i < len(argv) and argv[i] != "--":
         option, sep, value = argv[i].partition("=")
@@ -103,7 +110,7 @@ def switch_user(uid: int, gid: int | None, groups: list[int]) -> None:
         raise OSError(1, "the switch did not take effect")
 
 
-def wrap(argv, listen: "list[tuple[int, str]] | tuple", run_as=None) -> list[str]:  # run_as: config.model.RunAs
+def wrap(argv: Sequence[str], listen: Sequence[tuple[int, str]], run_as: Any = None) -> list[str]:  # run_as: config.model.RunAs
     """The command line that runs `argv` through this wrapper (called by spawn, in the init)."""
     options = [f"--listen={fd}:{name}" for fd, name in listen]
     if run_as is not None:

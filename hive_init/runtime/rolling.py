@@ -145,7 +145,8 @@ def polls_any(pid: int, inodes: set[int]) -> bool:
 
 
 def _tree(pid: int) -> list[int]:
-    found, todo = [], [pid]
+    found: list[int] = []
+    todo = [pid]
     while todo and len(found) < 1000:
         proc = todo.pop()
         found.append(proc)

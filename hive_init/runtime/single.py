@@ -22,11 +22,15 @@ itself so that the shell sees the job stop; SIGCONT (`fg`) gives the terminal ba
 and continues it.
 """
 
-import os
-
 # The C module, not `signal`: that one imports enum (and with it functools, collections, ...), a
 # few milliseconds of every start and ~0.7 MiB for the container's life, for names we rarely need.
-import _signal as signal
+import os
+
+TYPING = False  # true for mypy only (pyproject: always_true): `typing` itself is not imported here
+if TYPING:  # the same functions and constants, typed by typeshed's `signal` (no stubs for _signal)
+    import signal
+else:
+    import _signal as signal
 
 USAGE = 2  # hive_init.exits.USAGE (not imported: one module less for the container's life)
 CANNOT_EXECUTE = 126  # hive_init.exits.CANNOT_EXECUTE
@@ -134,11 +138,11 @@ def signal_number(text: str) -> int:
     name = name if name.startswith("SIG") else "SIG" + name
     base, plus, offset = name.partition("+")
     if base in ("SIGRTMIN", "SIGRTMAX") and (not plus or offset.isdigit()):
-        number = getattr(signal, base) + (int(offset) if plus else 0)
+        number = int(getattr(signal, base)) + (int(offset) if plus else 0)
         if number in ALL and signal.SIGRTMIN <= number <= signal.SIGRTMAX:
             return number
     elif not plus and not name.startswith("SIG_") and isinstance(getattr(signal, name, None), int):
-        return getattr(signal, name)
+        return int(getattr(signal, name))
     raise ValueError(f"expected a signal name like \"TERM\" or \"SIGINT\" (got {text!r})")
 
 
@@ -203,17 +207,19 @@ def prctl(option: int, value: int, what: str) -> bool:
     import (struct and all), several ms before every child's first line; this needs one int."""
     import _ctypes
 
-    class Int(_ctypes._SimpleCData):
+    # typeshed types _ctypes for ctypes' own use: a C int class, the process's own symbols
+    # (dlopen(NULL)) and a function pointer looked up in them are what ctypes builds the same way
+    class Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
         _type_ = "i"
 
     class Libc:
-        _handle = _ctypes.dlopen(None)
+        _handle = _ctypes.dlopen(None)  # type: ignore[arg-type]
 
     class Function(_ctypes.CFuncPtr):
         _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
         _restype_ = Int
 
-    if Function(("prctl", Libc))(option, value, 0, 0, 0) != 0:
+    if Function(("prctl", Libc))(option, value, 0, 0, 0) != 0:  # type: ignore[arg-type]
         say(f"prctl({what}) failed: {os.strerror(_ctypes.get_errno())}")
         return False
     return True

@@ -390,7 +390,7 @@ def test_an_internal_error_names_the_innermost_exception_and_its_line(monkeypatc
         try:
             buggy()
         except KeyError as e:
-            raise ExceptionGroup("unhandled errors in a TaskGroup", [ExceptionGroup("inner", [e])])
+            raise ExceptionGroup("unhandled errors in a TaskGroup", [ExceptionGroup("inner", [e])]) from None
     except ExceptionGroup as group:
         line = describe_internal_error(group)
         monkeypatch.setenv("HIVE_INIT_DEBUG", "1")

@@ -12,8 +12,8 @@ does few of each; `-m soak` does 10.
 
 import os
 import secrets
-import socket
 import signal
+import socket
 import sys
 import threading
 import time
@@ -24,7 +24,7 @@ import pytest
 from bench import loadgen, zdt
 from bench.zdt import accepted_connections
 from hive_init.runtime.rolling import polls_any
-from tests.helpers import ROOT, Init, free_port, needs_root
+from tests.helpers import Init, free_port, needs_root
 from tests.images.app_postgres import LocalPostgres
 from tests.images.conftest import APP_SRC
 
@@ -188,7 +188,7 @@ def test_a_reload_that_changes_the_command_loses_no_request(api):
     finally:
         result = load.finish()
     assert_lossless(load, result)
-    assert "faulthandler" in " ".join(open(f"/proc/{api.program('api')['pid']}/cmdline").read().split("\0"))
+    assert "faulthandler" in " ".join(Path(f"/proc/{api.program('api')['pid']}/cmdline").read_text().split("\0"))
 
 
 def kill_idle(pid: int, port: int, load: Load) -> None:

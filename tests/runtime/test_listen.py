@@ -9,14 +9,11 @@ import random
 import socket
 import stat
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from hive_init import exits
-from tests.helpers import ROOT, free_port, needs_root
+from tests.helpers import free_port, needs_root
 
 PY = "/usr/bin/python3"  # a system interpreter: runnable by `nobody` (the venv's lives under /root)
 

@@ -110,7 +110,7 @@ def test_no_password_in_the_postmaster_or_its_statement_log_and_a_hostile_pid_fi
         try:
             planted = postgres.run(["sh", "-c", f"{plant} && kill -KILL {postmaster.pid}"])
             assert planted.returncode == 0, planted.stderr
-            wait_until(lambda: init.program("postgres")["restarts"] > restarts
+            wait_until(lambda restarts=restarts: init.program("postgres")["restarts"] > restarts
                        and init.program("postgres")["state"] == "READY", BOOT, "postgres back")
         finally:
             answers = poller.stop()
@@ -162,7 +162,7 @@ def test_postgres_cannot_steer_the_ownership_walk_to_a_root_file(open_dir, postg
         while time.monotonic() < deadline and walks < 60:
             for entry in os.scandir(victims):
                 assert entry.stat(follow_symlinks=False).st_uid == 0, f"root's {entry.name} was given to postgres"
-            for root, dirs, files in os.walk(data):  # root's again, so that the walk has work to do
+            for root, _dirs, files in os.walk(data):  # root's again, so that the walk has work to do
                 for name in files:
                     try:
                         os.lchown(os.path.join(root, name), 0, 0)

@@ -159,7 +159,7 @@ def _crash_loop(sides, workers: int, lifetime: float, starts: int) -> None:
         # a worker that outlives startsecs is never given up on; a start that fails sooner is counted
         side.wait(lambda ev: all(sum(1 for _, n, e in ev if n == w and e == "up") >= starts for w in names),
                   f"{starts} starts of every worker", timeout=starts * lifetime * 4 + 30)
-        side.wait(lambda ev: side.state("flaky") == "FATAL", "flaky FATAL")
+        side.wait(lambda ev, side=side: side.state("flaky") == "FATAL", "flaky FATAL")
         assert [side.state(w) for w in names].count("FATAL") == 0, side.kind
         assert side.count("flaky", "up") == 3, side.kind  # the first start and startretries=2
     for side in pair:
@@ -217,7 +217,7 @@ def test_a_script_that_calls_supervisorctl_start(sides):
         startsecs=0
         """)
     for side in pair:
-        side.wait(lambda ev: side.count("cron", "up") == 1, "cron started by the script")
+        side.wait(lambda ev, side=side: side.count("cron", "up") == 1, "cron started by the script")
         assert side.stop() == 0
     assert "cron: started" in pair[1].init.output("setup")
 
@@ -229,6 +229,6 @@ def test_the_stop_signal_reaches_the_program(sides):
         command={standin} pg 0
         stopsignal=INT
         """):
-        side.wait(lambda ev: side.count("pg", "up") == 1, "up")
+        side.wait(lambda ev, side=side: side.count("pg", "up") == 1, "up")
         assert side.stop() == 0
         assert side.count("pg", "drained") == 1

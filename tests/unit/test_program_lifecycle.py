@@ -333,7 +333,7 @@ async def exit_at_the_moment_of_a_stop(seen: set) -> None:
             w.launch()
             want = S.STARTING if held else S.READY if probe_healthy else S.RUNNING
             p = w.programs["app"]
-            await w.until(lambda: bool(w.spawner.children) and p.state is want)
+            await w.until(lambda p=p, want=want: bool(w.spawner.children) and p.state is want)
             w.child().exit(0)
             p.request_stop()
             await w.state("app", S.STOPPED)

@@ -10,7 +10,6 @@
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -62,6 +61,7 @@ class Database:
         self.last_error: str | None = "not connected yet"
         self._vector_schema = "public"
         self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()  # set once the first pool exists
 
     @property
     def state(self) -> str:
@@ -72,9 +72,10 @@ class Database:
 
     async def wait_connected(self, timeout: float) -> bool:
         """For callers that want to wait for the first pool (tests, scripts)."""
-        deadline = time.monotonic() + timeout
-        while self.pool is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            pass
         return self.pool is not None
 
     async def _connect_until_ready(self) -> None:
@@ -97,6 +98,7 @@ class Database:
                 self.last_error = None
                 log.info("database %s ready: table %s, pool of %d..%d connections",
                          redact_url(self.url), self.resource.table, POOL_MIN, POOL_MAX)
+                self._connected.set()
                 return
 
     async def _setup(self) -> None:
