@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 
 from tests.postgres.conftest import ROOT, base_toml, free_port
+from hive_init import procfs
 from hive_init.config.model import RunAs
 from hive_init.postgres import binaries, firstboot, processes
 from hive_init.postgres import layout as pg_layout
@@ -107,7 +108,7 @@ class Init:
 
     def postmaster(self, data_dir: str) -> int:
         parent = self.init_pid()
-        for pid in processes.all_pids():
+        for pid in procfs.pids():
             info = processes.proc_info(pid)
             if info and info.ppid == parent and info.comm == "postgres" and data_dir in info.cmdline:
                 return pid
