@@ -1,12 +1,12 @@
 """`hive-init health`, the command Docker runs every few seconds: a fast path that skips
-argparse and the `socket` module (the C `_socket` does all it needs), one request, one line."""
+argparse and the `socket` module (peercred.connect, on the C `_socket`, does all it needs),
+one request, one line."""
 
-import _socket
 import json
 import os
 
 from hive_init.paths import default_socket_path
-from hive_init.peercred import untrusted_server_uid
+from hive_init.peercred import Unreachable, connect, no_answer
 
 
 def socket_path(explicit: str | None, config: str | None = None) -> str:
@@ -53,33 +53,25 @@ def main(socket: str | None = None, timeout: float = 5.0, config: str | None = N
     except BadConfig as e:
         print(f"unhealthy: {e}")
         return 1
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
-        sock.connect(path)
-        stranger = untrusted_server_uid(sock)
-        if stranger is not None:
-            print(f"unhealthy: {path} is served by uid {stranger}, neither root nor this user: not trusted")
-            return 1
+        sock = connect(path, timeout)
+    except Unreachable as e:
+        print(f"unhealthy: {e}")
+        return 1
+    try:
         sock.sendall(b'{"cmd":"health"}\n')
         data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(65536)
             if not chunk:
-                break
+                raise no_answer(path)
             data += chunk
         reply = json.loads(data)
-    except FileNotFoundError:
-        print(f"unhealthy: hive-init is not running (no control socket at {path})")
-        return 1
-    except ConnectionRefusedError:
-        print(f"unhealthy: hive-init is not running (nothing listens on {path})")
-        return 1
-    except PermissionError:
-        print(f"unhealthy: permission denied on {path} (run as the init's user or root)")
-        return 1
     except (OSError, ValueError) as e:
-        print(f"unhealthy: hive-init at {path} did not answer: {e}")
+        print(f"unhealthy: {no_answer(path, e)}")
+        return 1
+    except Unreachable as e:
+        print(f"unhealthy: {e}")
         return 1
     finally:
         sock.close()

@@ -19,7 +19,7 @@ default, cannot read it for processes of other users), and says which (`memory_s
 
 import functools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -77,15 +77,69 @@ def read_stat(pid: int) -> Stat | None:
         return None
 
 
-def all_stats() -> dict[int, Stat]:
-    """Every process this /proc shows (in a container: the container's), by pid."""
-    stats = {}
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (a zombie holds no memory, no files, no shared
+    memory: it only waits for its parent to reap it)."""
+    stat = read_stat(pid)
+    return stat is not None and stat.state not in ("Z", "X")
+
+
+def pids() -> Iterator[int]:
+    """Every process this /proc shows (in a container: the container's)."""
     for entry in os.listdir(PROC):
         if entry.isdigit():
-            stat = read_stat(int(entry))
-            if stat is not None:
-                stats[stat.pid] = stat
+            yield int(entry)
+
+
+def all_stats() -> dict[int, Stat]:
+    """Every process this /proc shows, by pid."""
+    stats = {}
+    for pid in pids():
+        stat = read_stat(pid)
+        if stat is not None:
+            stats[stat.pid] = stat
     return stats
+
+
+# ---- who a process is: its user, command line, working directory, environment ----------------
+# Each is one read of one file: the process may end between two of them (each says None then).
+def owner(pid: int) -> int | None:
+    """The owner of /proc/PID: the kernel sets it to the process's effective uid (to root while
+    the process is not dumpable, e.g. just after a set-uid exec); None when it is gone."""
+    try:
+        return os.stat(f"{PROC}/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def cmdline(pid: int) -> tuple[str, ...] | None:
+    """Its arguments (empty for a kernel thread or a zombie); None when it is gone."""
+    try:
+        with open(f"{PROC}/{pid}/cmdline", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return tuple(a.decode("utf-8", "replace") for a in data.split(b"\0") if a)
+
+
+def cwd(pid: int) -> str | None:
+    """Its working directory as the kernel names it (the path of the directory it holds, not a
+    name resolved by us); None when it is gone or we may not look (another user's process, and
+    we are not root)."""
+    try:
+        return os.readlink(f"{PROC}/{pid}/cwd")
+    except OSError:
+        return None
+
+
+def environ(pid: int) -> list[bytes] | None:
+    """Its initial environment ("NAME=value" entries, as it was exec'd); None when it is gone or
+    not ours to read."""
+    try:
+        with open(f"{PROC}/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return None
 
 
 def descendants(root: int, stats: Mapping[int, Stat]) -> list[int]:

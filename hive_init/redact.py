@@ -20,7 +20,8 @@ _URL_CREDENTIALS = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^
 # (not `${NAME_PASSWORD}` or `${NAME_PASSWORD:-…}`: a reference to a secret is not a secret)
 _KEY_VALUE = re.compile(
     r"(?P<key>(?<![{\w.-])[\w.-]*(?:password|passwd|secret|token|api_key)[\w.-]*\b[\"']?\s*[=:]\s*[\"']?)"
-    r"(?!\$\{)(?P<value>[^\s\"',;&]+)",
+    # a quoted value runs to its closing quote (spaces included), a bare one to a space or separator
+    r"(?!\$\{)(?P<value>(?<=\")[^\"\n]+|(?<=')[^'\n]+|[^\s\"',;&]+)",
     re.IGNORECASE,
 )
 # a SCRAM verifier (what PostgreSQL stores, and what `log_statement` shows of ALTER ROLE …

@@ -2,7 +2,10 @@
 line, request then response(s). Kept free of heavy imports: the CLI's health check loads it."""
 
 import json
-import socket
+
+# Unreachable: what the clients catch, imported from here with Client
+from hive_init.peercred import Unreachable as Unreachable
+from hive_init.peercred import connect, no_answer
 
 MAX_REQUEST = 64 * 1024
 
@@ -11,48 +14,26 @@ def encode(message: dict) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-from hive_init.peercred import untrusted_server_uid  # noqa: E402
-
-
-class Unreachable(Exception):
-    pass
-
-
 class Client:
     """A blocking client: the CLI needs nothing more, and it starts in milliseconds."""
 
     def __init__(self, path: str, timeout: float = 5.0):
         self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except FileNotFoundError:
-            raise Unreachable(f"hive-init is not running (no control socket at {path})") from None
-        except ConnectionRefusedError:
-            raise Unreachable(f"hive-init is not running (nothing listens on {path})") from None
-        except PermissionError:
-            raise Unreachable(f"permission denied on {path} (run as the init's user or root)") from None
-        except (TimeoutError, OSError) as e:
-            raise Unreachable(f"cannot reach hive-init at {path}: {e}") from None
-        stranger = untrusted_server_uid(self.sock)
-        if stranger is not None:  # checked before a byte is sent: it would get our command
-            self.sock.close()
-            raise Unreachable(f"{path} is served by uid {stranger}, neither root nor this user: not talking to it")
+        self.sock = connect(path, timeout)
         self.buffer = b""
 
     def request(self, message: dict) -> dict:
         try:
             self.sock.sendall(encode(message))
             return self.receive()
-        except (TimeoutError, OSError) as e:
-            raise Unreachable(f"hive-init at {self.path} did not answer: {e}") from None
+        except OSError as e:  # a timeout included
+            raise no_answer(self.path, e) from None
 
     def receive(self) -> dict:
         while b"\n" not in self.buffer:
             data = self.sock.recv(65536)
             if not data:
-                raise Unreachable(f"hive-init at {self.path} closed the connection")
+                raise no_answer(self.path)
             self.buffer += data
         line, _, self.buffer = self.buffer.partition(b"\n")
         return json.loads(line)

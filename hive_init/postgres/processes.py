@@ -8,18 +8,18 @@ Two rules keep this from being turned against anything else:
 - a directory is matched by its canonical path as the kernel reports it for a descriptor we
   opened without following links (securefs.real_path_of), never by realpath() of a name.
 
-The /proc reading here is meant to move onto hive_init/procfs.py (one /proc reader for the
-project) once that exists; nothing else in the postgres kind reads /proc.
+All /proc reading is hive_init/procfs.py's (the project's one /proc reader); what is decided
+here is which of those processes are PostgreSQL's and may be signalled.
 """
 
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anyio
 
+from hive_init import procfs
 from hive_init.runtime.kind import PrepareError
 
 
@@ -36,33 +36,18 @@ class ProcInfo:
 
 
 def proc_info(pid: int) -> ProcInfo | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode("utf-8", "replace")
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = tuple(a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a)
-        uid = os.stat(f"/proc/{pid}").st_uid
-    except OSError:  # gone, or not ours to look at
+    """None when the process is gone, or its stat, command line or owner is not ours to read."""
+    stat = procfs.read_stat(pid)
+    args = procfs.cmdline(pid) if stat is not None else None
+    uid = procfs.owner(pid) if args is not None else None
+    if stat is None or args is None or uid is None:
         return None
-    comm = raw[raw.find("(") + 1: raw.rfind(")")]
-    fields = raw[raw.rfind(")") + 2:].split()
-    try:
-        cwd: str | None = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        cwd = None
-    return ProcInfo(pid, fields[0], int(fields[1]), int(fields[2]), uid, comm, cmdline, cwd)
-
-
-def all_pids() -> Iterator[int]:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            yield int(entry)
+    return ProcInfo(pid, stat.state, stat.ppid, stat.pgrp, uid, stat.comm, args, procfs.cwd(pid))
 
 
 def alive(pid: int) -> bool:
     """Running (a zombie is not: it holds no memory, no files, no shared memory)."""
-    info = proc_info(pid)
-    return info is not None and info.state not in ("Z", "X")
+    return procfs.running(pid)
 
 
 def _inside(path: str | None, directory: str) -> bool:
@@ -88,7 +73,7 @@ def users_of(directory: str, uid: int) -> list[ProcInfo]:
     command line (an initdb or a temporary server orphaned by a first boot that was killed)."""
     me = os.getpid()
     found = []
-    for pid in all_pids():
+    for pid in procfs.pids():
         if pid == me:
             continue
         info = proc_info(pid)
@@ -102,12 +87,8 @@ def users_of(directory: str, uid: int) -> list[ProcInfo]:
 
 def _environ_names(pid: int, directory: str) -> bool:
     """An init script of a first boot runs with PGDATA set to the staging directory."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read().split(b"\0")
-    except OSError:
-        return False
-    return b"PGDATA=" + os.fsencode(directory) in environ
+    environ = procfs.environ(pid)
+    return environ is not None and b"PGDATA=" + os.fsencode(directory) in environ
 
 
 def postgres_of(data_dir: str, uid: int) -> set[int]:
@@ -115,7 +96,7 @@ def postgres_of(data_dir: str, uid: int) -> set[int]:
     /proc): call it in a worker thread."""
     me = os.getpid()
     pids: set[int] = set()
-    for pid in all_pids():
+    for pid in procfs.pids():
         info = proc_info(pid)
         if info is None or info.state in ("Z", "X") or pid == me or info.uid != uid:
             continue

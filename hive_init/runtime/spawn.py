@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from hive_init import exits
+from hive_init import exits, procfs
 from hive_init.config.model import DEFAULT_PASSTHROUGH, RunAs
 from hive_init.redact import is_secret_name
 from hive_init.runtime.pid1 import describe_exit, reaper, unblock_faults
@@ -241,20 +241,11 @@ async def wait_exit(child: Child, timeout: float) -> bool:
     so looking at /proc/PID cannot mistake another process for it."""
     delay = 0.002
     with anyio.move_on_after(timeout):
-        while child.code is None and _running(child.pid):
+        while child.code is None and procfs.running(child.pid):
             with anyio.move_on_after(delay):
                 await child.exited.wait()
             delay = min(delay * 2, 0.1)
-    return child.code is not None or not _running(child.pid)
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    return child.code is not None or not procfs.running(child.pid)
 
 
 async def _read(child: Child, output: bytearray, limit: int) -> None:

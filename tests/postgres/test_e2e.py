@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from hive_init import procfs
 from hive_init.config.model import RunAs
 from hive_init.postgres import binaries, firstboot, processes
 from hive_init.postgres import layout as pg_layout
@@ -106,7 +107,7 @@ class Init:
 
     def postmaster(self, data_dir: str) -> int:
         parent = self.init_pid()
-        for pid in processes.all_pids():
+        for pid in procfs.pids():
             info = processes.proc_info(pid)
             if info and info.ppid == parent and info.comm == "postgres" and data_dir in info.cmdline:
                 return pid

@@ -97,6 +97,26 @@ def test_stat_with_a_hostile_command_name_is_parsed_from_the_last_parenthesis(tm
         proc.wait()
 
 
+def test_who_a_process_is_and_whether_it_still_runs(tmp_path):
+    """Its owner, arguments and working directory as the kernel gives them; a zombie does not
+    run; a reaped process has nothing left to read."""
+    proc = subprocess.Popen(["/bin/sleep", "30"], cwd=tmp_path)
+    try:
+        wait_until(lambda: procfs.cmdline(proc.pid) == ("/bin/sleep", "30"), what="the exec")
+        assert procfs.running(proc.pid) and proc.pid in set(procfs.pids())
+        assert procfs.owner(proc.pid) == os.geteuid()
+        assert procfs.cwd(proc.pid) == os.path.realpath(tmp_path)
+        assert procfs.environ(proc.pid) is not None
+        proc.kill()
+        wait_until(lambda: (s := procfs.read_stat(proc.pid)) and s.state == "Z", what="the zombie")
+        assert not procfs.running(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not procfs.running(proc.pid)
+    assert procfs.owner(proc.pid) is None and procfs.cmdline(proc.pid) is None and procfs.cwd(proc.pid) is None
+
+
 def test_cgroup_lookup_for_v1_v2_and_a_container_namespace(tmp_path):
     (tmp_path / "memory" / "grp").mkdir(parents=True)
     (tmp_path / "memory" / "grp" / "memory.limit_in_bytes").write_text("67108864\n")

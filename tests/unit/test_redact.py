@@ -36,6 +36,8 @@ def test_url_credentials(line, expected):
     ('{"api_token": "abc123"}', f'{{"api_token": "{MASK}"}}'),
     ("client_secret: xyz", f"client_secret: {MASK}"),
     ("PGPASSWORD='pw'", f"PGPASSWORD='{MASK}'"),
+    ("PGPASSWORD='p w' psql", f"PGPASSWORD='{MASK}' psql"),  # a quoted value is masked whole, spaces and all
+    ('PGPASSWORD="p w; x" psql', f'PGPASSWORD="{MASK}" psql'),
 ])
 def test_key_value_shaped_secrets(line, expected):
     assert Redactor()(line) == expected
