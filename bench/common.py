@@ -61,6 +61,7 @@ for top in sys.argv[1:]:
         except BaseException:
             pass
 """
+# uvicorn: the app's server (images/app, the `app` group), no longer the init's (its endpoint is h11)
 WARM_PACKAGES = ("hive_init", "supervisor", "anyio", "uvicorn", "h11", "structlog", "asyncpg", "psutil",
                  "prometheus_client", "fastapi", "starlette", "pydantic", "hive_app", "http", "xmlrpc", "asyncio",
                  "email", "json", "logging", "concurrent")

@@ -59,7 +59,8 @@ for name in pending:
 """
 
 LAZY = ("psutil", "prometheus_client")
-ALONE = ("anyio", "uvicorn", "h11", "structlog", "asyncpg", "psutil", "prometheus_client")
+# the third-party packages a running init holds (uvicorn is the app's, not the init's: h11 serves its endpoint)
+ALONE = ("anyio", "h11", "structlog", "asyncpg", "psutil", "prometheus_client")
 
 
 def modules_of_running_init(root: str) -> list[str]:
