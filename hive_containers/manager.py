@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from hive_containers import logs as logview
+from hive_containers import logline as logview
 from hive_containers import ports, state
 from hive_containers.compose import SERVICES, Service, load_service, read_env_file
 from hive_containers.engine import BuildError, Engine, EngineError

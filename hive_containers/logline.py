@@ -1,4 +1,4 @@
-"""The container's output, read back: hive-init writes one JSON object per line when its stdout is
+"""The JSON line format hive-init writes, read back: one object per line when its stdout is
 not a terminal (always the case under Docker and podman):
 
     {"ts": "…Z", "program": "api", "stream": "stdout", "msg": "…"}                 a program's line
