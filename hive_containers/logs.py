@@ -73,11 +73,7 @@ def _printer(out: TextIO, program: str | None, raw: bool) -> Callable[[str], Non
 
 def _stream(engine: Engine, argv: list[str], print_line: Callable[[str], None],
             skip: Counter[str] | None = None) -> int:
-    try:
-        proc = subprocess.Popen(argv, env=engine.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace")
-    except OSError as e:
-        raise EngineError(f"cannot run {argv[0]}: {e.strerror or e}") from None
+    proc = engine.popen(argv)
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
