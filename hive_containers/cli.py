@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hive_containers import manager
+    from hive_containers import exits, manager
     from hive_containers.compose import ComposeError, default_compose_dir
     from hive_containers.engine import ENGINES, EngineError, detect
 
@@ -127,24 +127,24 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.service == "all":
         if args.command == "logs":
-            return fail(manager.USAGE, "logs takes one service: genie or agent")
+            return fail(exits.USAGE, "logs takes one service: genie or agent")
         names = list(NAMES)
     elif args.service in NAMES:
         names = [args.service]
     else:
-        return fail(manager.USAGE, f"unknown service {args.service!r} (genie, agent or all)")
+        return fail(exits.USAGE, f"unknown service {args.service!r} (genie, agent or all)")
 
     compose_dir = args.compose_dir or os.environ.get("HIVE_COMPOSE_DIR")
     folder = Path(compose_dir) if compose_dir else default_compose_dir()
     if folder is None or not folder.is_dir():
         where = f"{folder} is not a folder" if folder else "not found next to this package nor in ./images"
-        return fail(manager.CANNOT_START, f"compose files: {where}; use --compose-dir or $HIVE_COMPOSE_DIR")
+        return fail(exits.CANNOT_START, f"compose files: {where}; use --compose-dir or $HIVE_COMPOSE_DIR")
     extra_ca = getattr(args, "extra_ca", None) or os.environ.get("HIVE_BUILD_EXTRA_CA") or None
     if extra_ca and args.command in ("up", "restart") and not os.path.isfile(extra_ca):
-        return fail(manager.CANNOT_START, f"the extra CA {extra_ca} (--extra-ca, $HIVE_BUILD_EXTRA_CA): no such file")
+        return fail(exits.CANNOT_START, f"the extra CA {extra_ca} (--extra-ca, $HIVE_BUILD_EXTRA_CA): no such file")
     choice = args.engine or os.environ.get("HIVE_ENGINE") or None
     if choice is not None and choice.lower() not in ENGINES:
-        return fail(manager.USAGE, f"$HIVE_ENGINE={choice!r}: docker or podman")
+        return fail(exits.USAGE, f"$HIVE_ENGINE={choice!r}: docker or podman")
     try:
         engine = detect(choice)
         m = manager.Manager(
@@ -163,14 +163,14 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "status":
             return m.status(names, as_json=args.json)
         return m.logs(names[0], follow=args.follow, program=args.program, lines=args.lines, raw=args.raw)
-    except manager.Failure as e:
+    except exits.Failure as e:
         return fail(e.code, str(e), e.details)
     except EngineError as e:
-        return fail(manager.ENGINE, str(e))
+        return fail(exits.ENGINE, str(e))
     except ComposeError as e:
-        return fail(manager.CANNOT_START, f"compose file: {e}")
+        return fail(exits.CANNOT_START, f"compose file: {e}")
     except OSError as e:
-        return fail(manager.ENGINE, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        return fail(exits.ENGINE, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
     except Exception as e:  # a bug: still one line (the traceback with -v)
         if args.verbose:
             import traceback

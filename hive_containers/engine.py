@@ -167,6 +167,15 @@ class Engine:
             argv += ["--secret", f"id=extra_ca,src={extra_ca}"]
         return [*argv, str(context)]
 
+    def popen(self, argv: list[str]) -> subprocess.Popen[str]:
+        """`argv` started with the engine's environment, for the lines it prints as they come
+        (stdout and stderr in one text pipe); EngineError when it cannot run at all."""
+        try:
+            return subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, text=True, errors="replace")
+        except OSError as e:
+            raise EngineError(f"cannot run {argv[0]}: {e.strerror or e}") from None
+
     def build(self, dockerfile: Path, context: Path, tag: str, args: Mapping[str, str], extra_ca: str | None,
               echo: Callable[[str], None] | None = None, timeout: float = 3600) -> float:
         """Build one image; the output goes to `echo` line by line (if given), its last lines into
@@ -174,11 +183,7 @@ class Engine:
         argv = self.build_argv(dockerfile, context, tag, args, extra_ca)
         tail: deque[str] = deque(maxlen=15)
         start = time.monotonic()
-        try:
-            proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, text=True, errors="replace")
-        except OSError as e:
-            raise EngineError(f"cannot run {argv[0]}: {e.strerror or e}") from None
+        proc = self.popen(argv)
         assert proc.stdout is not None
         try:
             for line in proc.stdout:

@@ -1,49 +1,29 @@
-"""up, down, restart, status and logs of the Genie and Agent containers, through their compose
-files and whichever engine `engine.detect` found. Every failure is a `Failure`: one line, maybe
-a few lines of detail (the last health output, the last log lines, the end of a build), and the
-exit status the command line returns.
+"""The containers' lifecycle: up (everything that can be checked before anything starts, the
+images built when missing, `compose up`, then the wait until healthy), down (a stop within the
+grace period, told clean or not) and restart, through the compose files and whichever engine
+`engine.detect` found. `Manager` is what the command line drives: `status` is report.py's and
+`logs` logs.py's, given the same engine, services and output. Every failure is an
+`exits.Failure`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from hive_containers import logs as logview
-from hive_containers import ports, state
+from hive_containers import logs as container_logs
+from hive_containers import ports, report, state
 from hive_containers.compose import SERVICES, Service, load_service, read_env_file
-from hive_containers.engine import BuildError, Engine, EngineError
+from hive_containers.engine import BuildError, Engine
+from hive_containers.exits import BUILD, CANNOT_START, ENGINE, NOT_HEALTHY, OK, Failure
 from hive_init.config.durations import parse_duration
-from hive_init.ctl import format_uptime
-
-# what `status` learns of one service: its container, hive-init's view inside, the verdict
-Report = tuple[Service, state.Container | None, state.InitStatus | None, state.Verdict]
-
-# exit statuses (README: "hive-containers")
-OK = 0
-NOT_HEALTHY = 1  # not healthy, not running, not healthy within --timeout, or stopped but not cleanly
-ENGINE = 2  # no engine, its daemon unreachable, or one of its commands failed
-USAGE = 3  # bad command line, unknown service
-CANNOT_START = 4  # a port already in use, the password unset, compose files not found or unreadable
-BUILD = 5  # an image does not build
 
 HEALTH_POLL = 1.0  # seconds between health checks while `up` waits
-
-
-class Failure(Exception):
-    def __init__(self, code: int, message: str, details: Iterable[str] = ()):
-        super().__init__(message)
-        self.code = code
-        self.details = list(details)
 
 
 @dataclass
@@ -161,12 +141,12 @@ class Manager:
                 # (the exit status is gone by now: the restarted container reports 0)
                 raise Failure(NOT_HEALTHY, f"{s.name}: the container exited before it was healthy and its "
                                            f"restart policy restarted it ({container.restart_count - restarts}x); "
-                                           f"its last lines:", self._tail(container.id))
+                                           f"its last lines:", container_logs.tail(self.engine, container.id))
             if not container.running:
                 code = container.exit_code
                 raise Failure(NOT_HEALTHY, f"{s.name}: the container stopped before it was healthy"
                                            f"{f' (exit {code})' if code is not None else ''}; its last lines:",
-                              self._tail(container.id))
+                              container_logs.tail(self.engine, container.id))
             ran = self.engine.run_healthcheck(container.id)
             if ran is not None:
                 container = self.engine.inspect(container.id) or container
@@ -185,7 +165,7 @@ class Manager:
                 if last is not None:
                     details.append(f"last health check (exit {last.exit_code}): {last.output or '(no output)'}")
                 details.append("last log lines:")
-                details += self._tail(container.id)
+                details += container_logs.tail(self.engine, container.id)
                 raise Failure(NOT_HEALTHY, f"{s.name}: not healthy after {timeout:g}s "
                                            f"(health: {container.health.status})", details)
             time.sleep(min(HEALTH_POLL, max(0.0, timeout - elapsed)) or 0.1)
@@ -193,26 +173,6 @@ class Manager:
         where = ", ".join(f"port {p.host_port}" for p in container.ports if p.host_ip in ("", "0.0.0.0"))
         self.say(f"{s.name}: healthy in {seconds:.1f}s ({container.name}{', ' + where if where else ''})")
         return seconds
-
-    def _tail(self, container: str, n: int = 15) -> list[str]:
-        """The container's last lines, readable, a line repeated in a row shown once."""
-        try:
-            lines = self.engine.logs(container, tail=100)
-        except EngineError as e:
-            return [f"(no logs: {e})"]
-        out: list[str] = []
-        repeats = 0
-        for line in (logview.render(logview.parse_line(line)) for line in lines):
-            if out and line == out[-1]:
-                repeats += 1
-                continue
-            if repeats:
-                out[-1] += f"  (×{repeats + 1})"
-                repeats = 0
-            out.append(line)
-        if repeats:
-            out[-1] += f"  (×{repeats + 1})"
-        return out[-n:]
 
     # ============================================================================ down / restart
     def down(self, names: list[str], volumes: bool = False) -> int:
@@ -257,117 +217,16 @@ class Manager:
             self.wait_healthy(s, timeout)
         return OK
 
-    # ============================================================================ status
+    # ============================================================================ status, logs
     def status(self, names: list[str], as_json: bool = False) -> int:
-        reports: list[Report] = []
-        for s in (self.service(n) for n in names):
-            container = self.engine.find(s)
-            init = self.engine.init_status(container.id) if container is not None and container.running else None
-            reports.append((s, container, init, state.assess(container, init)))
-        if as_json:
-            print(json.dumps({"ok": all(r[3].ok for r in reports), "engine": self.engine.name,
-                              "services": [_report_json(*r) for r in reports]}, indent=2), file=self.out)
-        else:
-            self._status_table(reports)
-        return OK if all(r[3].ok for r in reports) else NOT_HEALTHY
+        return report.status(self.engine, [self.service(n) for n in names], self.out, as_json)
 
-    def _status_table(self, reports: list[Report]) -> None:
-        now = datetime.now(UTC)
-        rows: list[tuple[str, ...]] = [("SERVICE", "STATE", "HEALTH", "UPTIME", "PORTS", "CONTAINER")]
-        for s, c, _init, _verdict in reports:
-            if c is None:
-                rows.append((s.name, "absent", "-", "-", "-", "-"))
-                continue
-            rows.append((s.name, c.status, c.health.status if c.running else "-", format_uptime(c.uptime(now)),
-                         ", ".join(map(str, c.ports)) or "-", c.name))
-        _table(rows, self.out)
-        for s, c, init, verdict in reports:
-            self.say("")
-            self.say(f"{s.name}: {verdict.summary}")
-            if c is not None and c.running and c.health.last is not None:
-                last = c.health.last
-                ago = f"{(now - last.end).total_seconds():.0f}s ago" if last.end else "at an unknown time"
-                self.say(f"  last health check {ago}: exit {last.exit_code}"
-                         + (f", {last.output}" if last.output else "")
-                         + (f" ({c.health.failing_streak} failing in a row)" if c.health.failing_streak else ""))
-                if c.health_is_stale(now):
-                    self.say("  (older than two check intervals: nothing runs the checks, as with podman without "
-                             f"systemd; `hive-containers up {s.name}`"
-                             + (f" or `podman healthcheck run {c.name}`" if self.engine.name == "podman" else "")
-                             + " runs one)")
-            if init is not None and init.programs:
-                rows = [("  PROGRAM", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "INFO")]
-                for p in init.programs:
-                    rows.append((f"  {p.name}", p.state, str(p.pid or "-"), format_uptime(p.uptime), str(p.restarts),
-                                 "yes" if p.ready else "no", p.reason))
-                _table(rows, self.out)
-
-    # ============================================================================ logs
     def logs(self, name: str, follow: bool = False, program: str | None = None, lines: int = 100,
              raw: bool = False) -> int:
-        s = self.service(name)
-        container = self.engine.find(s)
-        if container is None:
-            raise Failure(NOT_HEALTHY, f"{s.name}: no container (start it: hive-containers up {s.name})")
-        show = self._printer(program, raw)
-        if not follow:
-            history = self.engine.logs(container.id, tail=None if program else lines)
-            for line in _last_matching(history, program, lines):
-                show(line)
-            return OK
-        if program is None:
-            return self._stream(self.engine.logs_argv(container.id, follow=True, tail=lines), show)
-        # the last N lines of that program come from the whole history; then the stream from a
-        # moment before, without the lines already shown
-        since = (datetime.now(UTC) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        history = self.engine.logs(container.id)
-        for line in _last_matching(history, program, lines):
-            show(line)
-        seen = Counter(history)
-        return self._stream(self.engine.logs_argv(container.id, follow=True, since=since), show, seen)
-
-    def _printer(self, program: str | None, raw: bool) -> Callable[[str], None]:
-        def show(line: str) -> None:
-            parsed = logview.parse_line(line)
-            if program is not None and not logview.belongs_to(parsed, program):
-                return
-            print(line if raw else logview.render(parsed), file=self.out, flush=True)
-        return show
-
-    def _stream(self, argv: list[str], show: Callable[[str], None], skip: Counter[str] | None = None) -> int:
-        try:
-            proc = subprocess.Popen(argv, env=self.engine.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, text=True, errors="replace")
-        except OSError as e:
-            raise EngineError(f"cannot run {argv[0]}: {e.strerror or e}") from None
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                line = line.rstrip("\n")
-                if skip and skip[line] > 0:
-                    skip[line] -= 1
-                    continue
-                show(line)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        return OK if proc.returncode in (0, -15, None) else ENGINE
+        return container_logs.show(self.engine, self.service(name), self.out, follow, program, lines, raw)
 
 
 # ================================================================================ helpers
-
-def _last_matching(lines: list[str], program: str | None, n: int) -> list[str]:
-    if program is not None:
-        lines = [line for line in lines if logview.belongs_to(logview.parse_line(line), program)]
-    return lines[-n:] if n > 0 else []
-
 
 def _line_with(text: str, needle: str) -> str:
     for line in text.splitlines():
@@ -381,35 +240,3 @@ def _seconds(value: Any, default: float) -> float:
         return parse_duration(value) if value is not None else default
     except ValueError:
         return default
-
-
-
-def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print(("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]).rstrip(), file=out)
-
-
-def _report_json(s: Service, c: state.Container | None, init: state.InitStatus | None,
-                 verdict: state.Verdict) -> dict[str, Any]:
-    out: dict[str, Any] = {"service": s.name, "project": s.project, "ok": verdict.ok, "summary": verdict.summary}
-    if c is None:
-        out.update(container=None, state="absent", health=None)
-        return out
-    last = c.health.last
-    out.update(
-        container=c.name, id=c.id, image=c.image, state=c.status, running=c.running, exit_code=c.exit_code,
-        health=c.health.status if c.running else None, failing_streak=c.health.failing_streak,
-        last_health_check=None if last is None else {
-            "exit_code": last.exit_code, "output": last.output, "end": last.end.isoformat() if last.end else None,
-            "stale": c.health_is_stale()},
-        started_at=c.started_at.isoformat() if c.started_at else None,
-        uptime=None if (uptime := c.uptime()) is None else round(uptime, 1),
-        restart_count=c.restart_count, ports=[str(p) for p in c.ports],
-    )
-    if init is not None:
-        out["init"] = {"ready": init.ready, "failing": list(init.failing), "error": init.error or None,
-                       "programs": [{"name": p.name, "state": p.state, "ready": p.ready, "pid": p.pid,
-                                     "uptime": p.uptime, "restarts": p.restarts, "reason": p.reason}
-                                    for p in init.programs]}
-    return out

@@ -10,6 +10,8 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -172,8 +174,24 @@ class Init:
             raise AssertionError(f"{name} never reached {state} (last: {last}); log:\n" + "\n".join(self.raw[-30:]))
         return found
 
+    def health(self) -> dict[str, Any]:
+        """GET /health on its endpoint (`http=True`): the JSON body, also while it answers 503
+        (not ready: the body is the same JSON)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            return json.load(e)
+
     def signal(self, signum: int) -> None:
         os.kill(self.init_pid, signum)
+
+    def kill_group(self, timeout: float = 40) -> int:
+        """SIGKILL to its whole process group (the init, and as PID 1 the `unshare` around it):
+        an init that dies with nothing cleaned up; then wait. Its programs run in sessions of
+        their own: as PID 1 the kernel kills them with it, else they outlive it."""
+        os.killpg(self.proc.pid, signal.SIGKILL)  # start_new_session: its group is its PID
+        return self.wait(timeout)
 
     def wait(self, timeout: float = 40) -> int:
         code = self.proc.wait(timeout)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hive_containers import logs
+from hive_containers import logline
 from hive_containers.compose import (
     SERVICES,
     ComposeError,
@@ -22,8 +22,8 @@ from tests.containers.conftest import REPO, fixture
 # ------------------------------------------------------------------------------ logs
 
 
-def captured_lines() -> list[logs.LogLine]:
-    return [logs.parse_line(line) for line in fixture("podman_logs_genie.txt").splitlines()]
+def captured_lines() -> list[logline.LogLine]:
+    return [logline.parse_line(line) for line in fixture("podman_logs_genie.txt").splitlines()]
 
 
 def test_every_captured_line_is_hive_init_json():
@@ -33,30 +33,30 @@ def test_every_captured_line_is_hive_init_json():
 
 def test_filter_by_program():
     lines = captured_lines()
-    postgres = [line for line in lines if logs.belongs_to(line, "postgres")]
+    postgres = [line for line in lines if logline.belongs_to(line, "postgres")]
     assert any(line.program == "postgres" and "database system is ready" in line.msg for line in postgres)
     assert any(line.program == "hive-init" and line.target == "postgres" and line.msg == "ready" for line in postgres)
     assert not any(line.program == "api" or line.target == "api" for line in postgres)
-    init_only = [line for line in lines if logs.belongs_to(line, "hive-init")]
+    init_only = [line for line in lines if logline.belongs_to(line, "hive-init")]
     assert init_only and all(line.program == "hive-init" for line in init_only)
 
 
 def test_render():
-    event = logs.parse_line('{"ts": "2026-11-27T08:42:37.976Z", "level": "info", "program": "hive-init", '
+    event = logline.parse_line('{"ts": "2026-11-27T08:42:37.976Z", "level": "info", "program": "hive-init", '
                             '"target": "postgres", "msg": "ready", "probe_ms": 47.0}')
-    assert logs.render(event) == "08:42:37.976 hive-init | [postgres] ready probe_ms=47.0"
-    line = logs.parse_line('{"ts": "2026-11-27T08:42:38.100Z", "program": "api", "stream": "stderr", '
+    assert logline.render(event) == "08:42:37.976 hive-init | [postgres] ready probe_ms=47.0"
+    line = logline.parse_line('{"ts": "2026-11-27T08:42:38.100Z", "program": "api", "stream": "stderr", '
                            '"msg": "INFO uvicorn.error: Application startup complete."}')
-    assert logs.render(line) == "08:42:38.100 api       | INFO uvicorn.error: Application startup complete."
-    warning = logs.parse_line('{"ts": "2026-11-27T08:42:38.100Z", "level": "warning", "program": "hive-init", '
+    assert logline.render(line) == "08:42:38.100 api       | INFO uvicorn.error: Application startup complete."
+    warning = logline.parse_line('{"ts": "2026-11-27T08:42:38.100Z", "level": "warning", "program": "hive-init", '
                               '"target": "api", "msg": "exited", "status": 1, "note": "two words"}')
-    assert logs.render(warning) == "08:42:38.100 hive-init | WARNING: [api] exited status=1 note='two words'"
+    assert logline.render(warning) == "08:42:38.100 hive-init | WARNING: [api] exited status=1 note='two words'"
 
 
 @pytest.mark.parametrize("raw", ["plain text from an entrypoint", "{not json}", '{"no": "program"}', "[1, 2]", ""])
 def test_other_lines_stay_as_they_are(raw):
-    line = logs.parse_line(raw)
-    assert line.program is None and logs.render(line) == raw and not logs.belongs_to(line, "api")
+    line = logline.parse_line(raw)
+    assert line.program is None and logline.render(line) == raw and not logline.belongs_to(line, "api")
 
 
 # ------------------------------------------------------------------------------ compose files

@@ -19,22 +19,22 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from tests.postgres.conftest import free_port
-from tests.postgres.test_e2e import APP, NAMESPACE, Init, write_config
+from tests.postgres.test_e2e import APP, NAMESPACE, WAIT, init_config, said, start
 
 
 def _ts(event: dict) -> float:
     return datetime.datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
 
 
-def one(scratch: str, config: str, http_port: int) -> tuple[float, float]:
-    start = time.monotonic()
-    init = Init(config, http_port, os.path.join(scratch, "ctl.sock"))
+def one(scratch: str, config: str) -> tuple[float, float]:
+    begun = time.monotonic()
+    init = start(scratch, config)
     try:
-        ready = init.wait_msg("ready")
-        wall = time.monotonic() - start
-        first = init.wait_line(lambda e: e.get("msg") == "starting" and "target" not in e)
-        internal = _ts(init.lines[ready]) - _ts(init.lines[first])
-        assert init.terminate() == 0
+        ready = init.wait_for(said("ready"), WAIT)
+        wall = time.monotonic() - begun
+        first = init.wait_for(lambda e: e.get("msg") == "starting" and "target" not in e, WAIT)
+        internal = _ts(ready) - _ts(first)
+        assert init.stop(WAIT) == 0
     finally:
         init.close()
     return wall, internal
@@ -57,10 +57,9 @@ def main() -> None:
         for i in range(runs):
             scratch = os.path.join(root, f"run{i}")
             os.makedirs(scratch, mode=0o755)
-            pg_port, http_port = free_port(), free_port()
-            config = write_config(scratch, pg_port, http_port, APP)
-            cold.append(one(scratch, config, http_port))
-            warm.append(one(scratch, config, http_port))
+            config = init_config(scratch, free_port(), APP)
+            cold.append(one(scratch, config))
+            warm.append(one(scratch, config))
         print(f"{runs} runs each, {'as PID 1 in a new PID namespace' if NAMESPACE else 'as a plain process'}, "
               f"{os.cpu_count()} CPUs")
         report("cold boot (initdb + bootstrap)", cold)

@@ -15,7 +15,7 @@ import pytest
 from hive_init import procfs
 from hive_init.runtime import oom
 from tests.postgres.conftest import free_port
-from tests.postgres.test_e2e import APP, APP_PASSWORD, Init, write_config
+from tests.postgres.test_e2e import APP, APP_PASSWORD, WAIT, init_config, postmaster_of, said, start
 
 pytestmark = [pytest.mark.usefixtures("postgres_user")]
 
@@ -26,23 +26,23 @@ async def _hold_sessions(port: int, count: int) -> list[asyncpg.Connection]:
 
 
 def test_postmaster_protected_backends_normal_api_first(scratch):
-    pg_port, http_port = free_port(), free_port()
-    config = write_config(scratch, pg_port, http_port, APP, f"""
+    pg_port = free_port()
+    config = init_config(scratch, pg_port, APP, f"""
         [programs.api]
         command = {json.dumps([sys.executable, "-c", "import time; time.sleep(3600)"])}
         depends_on = {{ postgres = "ready" }}
         oom_score_adj = 500
         """)
-    init = Init(config, http_port, os.path.join(scratch, "ctl.sock"))
+    init = start(scratch, config)
     loop = asyncio.new_event_loop()
     try:
-        init.wait_msg("ready", target="api")
+        init.wait_for(said("ready", target="api"), WAIT)
         sessions = loop.run_until_complete(_hold_sessions(pg_port, 3))
         status = init.status()
         shown = {p["name"]: p for p in status["programs"]}
         # the init may be PID 1 of a namespace of its own: its PIDs are not ours
-        postmaster = init.postmaster(os.path.join(scratch, "data"))
-        api = next(p.pid for p in psutil.Process(init.init_pid()).children() if "time.sleep(3600)" in " ".join(p.cmdline()))
+        postmaster = postmaster_of(init, os.path.join(scratch, "data"))
+        api = next(p.pid for p in psutil.Process(init.init_pid).children() if "time.sleep(3600)" in " ".join(p.cmdline()))
         tree = [psutil.Process(postmaster), *psutil.Process(postmaster).children(recursive=True)]
         backends = [p for p in tree[1:] if "app appdb" in " ".join(p.cmdline())]
         assert len(backends) == 3, [p.cmdline() for p in tree]
@@ -64,7 +64,7 @@ def test_postmaster_protected_backends_normal_api_first(scratch):
         assert pg["rss_bytes"] > pg["pss_bytes"]
         for conn in sessions:
             loop.run_until_complete(conn.close())
-        assert init.terminate() == 0
+        assert init.stop(WAIT) == 0
     finally:
         loop.close()
         init.close()
