@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import chown_tree, wait_until
+from tests.helpers import wait_until
+from tests.security.conftest import chown_tree
 
 PY = "/usr/bin/python3"  # a system interpreter: runnable by the program's user
 
