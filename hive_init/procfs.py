@@ -142,6 +142,28 @@ def environ(pid: int) -> list[bytes] | None:
         return None
 
 
+def epoll_targets(pid: int) -> set[int]:
+    """The inodes that the epoll sets of `pid` watch: /proc shows each epoll's targets in its
+    fdinfo, a line `tfd: N events: ... ino:HEX` per target. Empty when it has none, is gone or
+    is not ours to read."""
+    found: set[int] = set()
+    try:
+        fds = os.listdir(f"{PROC}/{pid}/fd")
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            if os.readlink(f"{PROC}/{pid}/fd/{fd}") != "anon_inode:[eventpoll]":
+                continue
+            with open(f"{PROC}/{pid}/fdinfo/{fd}", "rb") as f:
+                for line in f:
+                    if line.startswith(b"tfd:") and b"ino:" in line:
+                        found.add(int(line.rsplit(b"ino:", 1)[1].split()[0], 16))
+        except (OSError, ValueError, IndexError):
+            continue  # closed meanwhile, or not an epoll any more
+    return found
+
+
 def descendants(root: int, stats: Mapping[int, Stat]) -> list[int]:
     """`root` and everything below it, root first; [] when root is not in `stats`."""
     if root not in stats:

@@ -150,12 +150,17 @@ class Ctl:
         assert self._programs is not None
         return self._programs
 
+    @property
+    def names(self) -> list[str]:
+        """The init's programs, in its order."""
+        return [p["name"] for p in self.programs]
+
     def program(self, name: str) -> dict | None:
         return next((p for p in self.snapshot()["programs"] if p["name"] == name), None)
 
     def resolve(self, spec: str) -> list[str] | None:
         """NAME, GROUP:NAME, GROUP:* or all → program names; None when nothing matches."""
-        names = [p["name"] for p in self.programs]
+        names = self.names
         if spec == "all":
             return names
         group, sep, name = spec.partition(":")
@@ -385,27 +390,31 @@ def _pid(ctl: Ctl, args: list[str]) -> int:
     return status
 
 
-def _config(ctl: Ctl) -> object | None:
-    """The config file (-c, $HIVE_INIT_CONFIG or the default), or None with a note."""
+def _no_arguments(command: str, args: list[str]) -> None:
+    if args:
+        raise Usage(f"{command} accepts no arguments")
+
+
+def _config_programs(ctl: Ctl) -> dict | None:
+    """The programs of the config file (-c, $HIVE_INIT_CONFIG or the default), read now, as
+    supervisorctl's avail and reread see the file; None with a note when it cannot be read."""
     from hive_init.config import ConfigError, load
     from hive_init.paths import config_path
 
     try:
-        return load(config_path(ctl.options.get("config")))
+        return load(config_path(ctl.options.get("config"))).programs
     except ConfigError as e:
         note(str(e))
         return None
 
 
 def _avail(ctl: Ctl, args: list[str]) -> int:
-    if args:
-        print("Error: avail accepts no arguments")
-        return GENERIC
-    config = _config(ctl)
-    running = {p["name"] for p in ctl.programs}
-    specs = getattr(config, "programs", {})
-    for name in dict.fromkeys([*running, *specs]):
-        spec = specs.get(name)
+    """The programs of the file, in use or not; what runs when the file cannot be read."""
+    _no_arguments("avail", args)
+    running = set(ctl.names)
+    specs = _config_programs(ctl)
+    for name in ctl.names if specs is None else list(specs):
+        spec = None if specs is None else specs[name]
         auto = "auto" if spec is None or spec.autostart else "manual"
         prio = "-" if spec is None else spec.priority
         print(f"{name:<32} {'in use' if name in running else 'avail':<9} {auto:<9} {prio}:{prio}")
@@ -413,15 +422,12 @@ def _avail(ctl: Ctl, args: list[str]) -> int:
 
 
 def _reread(ctl: Ctl, args: list[str]) -> int:
-    if args:
-        print("Error: reread accepts no arguments")
-        return GENERIC
-    config = _config(ctl)
-    if config is None:
+    _no_arguments("reread", args)
+    specs = _config_programs(ctl)
+    if specs is None:
         print("ERROR: CANT_REREAD: the config file is not valid (see above)")
         return GENERIC
-    running = {p["name"] for p in ctl.programs}
-    wanted = set(getattr(config, "programs", {}))
+    running, wanted = set(ctl.names), set(specs)
     changes = {**{n: "available" for n in wanted - running}, **{n: "disappeared" for n in running - wanted}}
     for name in sorted(changes):
         print(f"{name}: {changes[name]}")
@@ -450,9 +456,7 @@ def _update(ctl: Ctl, args: list[str]) -> int:
 
 
 def _shutdown(ctl: Ctl, args: list[str]) -> int:
-    if args:
-        print("Error: shutdown accepts no arguments")
-        return GENERIC
+    _no_arguments("shutdown", args)
     import signal
 
     pid = ctl.snapshot()["pid"]

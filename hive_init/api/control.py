@@ -159,8 +159,10 @@ def _peer_allowed(stream: SocketStream) -> bool:
 
 
 # What a client can do to its own connection (stop reading, go away, reset it): it loses the
-# connection, never the init. TimeoutError is _send's deadline for a client that does not read.
-_CLIENT_GONE = (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+# connection, never the init. anyio reports EPIPE and ECONNRESET as BrokenResourceError;
+# TimeoutError is _send's deadline for a client that does not read. An error of the request's
+# own handling is none of these: it is answered (_answer).
+_CLIENT_GONE = (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream)
 
 
 async def _client(supervisor: "Supervisor", stream: SocketStream, limiter: anyio.CapacityLimiter) -> None:
@@ -205,7 +207,7 @@ async def _serve_client(supervisor: "Supervisor", stream: SocketStream) -> None:
         if request["cmd"] == "logs" and request.get("follow"):
             await _follow(supervisor, stream, request)
             return
-        await _send(stream, await handle(supervisor, request))
+        await _send(stream, await _answer(supervisor, request))
 
 
 async def _send(stream: SocketStream, message: dict) -> None:
@@ -217,6 +219,31 @@ async def _send(stream: SocketStream, message: dict) -> None:
 
 def _error(code: str, message: str) -> dict:
     return {"ok": False, "error": code, "message": message}
+
+
+async def _answer(supervisor: "Supervisor", request: dict) -> dict:
+    """handle()'s reply; where the handling itself fails, an error reply and a line at the init
+    instead of a connection dropped without a word. An OSError is the system refusing what was
+    asked (kill(2) without CAP_KILL): said as the kernel says it. Anything else is a bug."""
+    try:
+        return await handle(supervisor, request)
+    except OSError as e:  # TimeoutError included: a deadline of the handling's own, not the client's
+        what, reason = _described(supervisor, request), e.strerror or type(e).__name__
+        log.get_logger().error("control request failed", request=what, error=reason)
+        return _error("failed", f"{what}: {reason}")
+    except Exception as e:
+        from hive_init.exits import describe_internal_error
+
+        what = _described(supervisor, request)
+        log.get_logger().error("control request failed", request=what, error=describe_internal_error(e))
+        return _error("internal", f"{what}: an internal error (see the init's log)")
+
+
+def _described(supervisor: "Supervisor", request: dict) -> str:
+    """`signal api`: the command, and the program it names if there is one by that name (the
+    name is the client's text: nothing else of it is repeated)."""
+    name = request.get("name")
+    return f"{request['cmd']} {name}" if isinstance(name, str) and name in supervisor.programs else request["cmd"]
 
 
 async def handle(supervisor: "Supervisor", request: dict) -> dict:
@@ -278,11 +305,12 @@ async def _follow(supervisor: "Supervisor", stream: SocketStream, request: dict)
     """Recent lines, then every new one as it comes, until the client goes away. A reader that
     falls behind loses lines (counted, and said in the stream when it catches up); one that takes
     nothing for FOLLOW_STALL seconds is dropped."""
-    response = await handle(supervisor, {**request, "follow": False})
+    response = await _answer(supervisor, {**request, "follow": False})
+    # looked up before the await (a reload may remove it meanwhile); an answer "ok" names one
+    program = supervisor.programs.get(request["name"]) if response.get("ok") else None
     await _send(stream, response)
-    if not response.get("ok"):
+    if program is None:
         return
-    program = supervisor.programs[request["name"]]
     send, receive = anyio.create_memory_object_stream[tuple[float, str, str]](1000)
     dropped = 0
 

@@ -9,12 +9,12 @@ The new process runs as a second Program of the same name, outside the superviso
 until it serves; then it takes the old one's place (log buffer and restart count carried on).
 """
 
-import os
 import weakref
 from typing import Any
 
 import anyio
 
+from hive_init import procfs
 from hive_init.config.model import ProgramSpec
 from hive_init.runtime.listen import held
 from hive_init.runtime.program import Program
@@ -121,39 +121,7 @@ async def _accepting(new: Program) -> bool:
 
 
 def polls_any(pid: int, inodes: set[int]) -> bool:
-    """Whether an epoll set of `pid` or of its descendants watches one of `inodes`. /proc shows
-    each epoll's targets in fdinfo: `tfd: N events: ... ino:HEX`. (Kernel-made text: reading it
-    cannot hang; it runs in a worker thread all the same.)"""
-    for proc in _tree(pid):
-        try:
-            fds = os.listdir(f"/proc/{proc}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{proc}/fd/{fd}") != "anon_inode:[eventpoll]":
-                    continue
-                with open(f"/proc/{proc}/fdinfo/{fd}") as f:
-                    for line in f:
-                        if line.startswith("tfd:") and "ino:" in line:
-                            ino = int(line.rsplit("ino:", 1)[1].split()[0], 16)
-                            if ino in inodes:
-                                return True
-            except (OSError, ValueError):
-                continue
-    return False
-
-
-def _tree(pid: int) -> list[int]:
-    found: list[int] = []
-    todo = [pid]
-    while todo and len(found) < 1000:
-        proc = todo.pop()
-        found.append(proc)
-        try:
-            for task in os.listdir(f"/proc/{proc}/task"):
-                with open(f"/proc/{proc}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except (OSError, ValueError):
-            continue
-    return found
+    """Whether an epoll set of `pid` or of its descendants (uvicorn's workers, a forking server)
+    watches one of `inodes`. One scan of /proc (kernel-made text: it cannot hang), run in a
+    worker thread all the same."""
+    return any(procfs.epoll_targets(proc) & inodes for proc in procfs.descendants(pid, procfs.all_stats()))

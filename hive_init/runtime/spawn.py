@@ -122,12 +122,19 @@ def spawn(
     switch = run_as is not None and (os.geteuid() == 0) and run_as.uid != os.geteuid()
     if run_as is not None and not switch and run_as.uid != os.geteuid():
         raise SpawnError(f"cannot run as user {run_as.user!r}: hive-init is not running as root", exits.CANNOT_EXECUTE)
+    env_fd = None
     if listen_fds:
         # held sockets go to 3, 4, ... with LISTEN_PID = the child's own pid: only the child can
-        # do that, so the exec wrapper runs first (and switches the user itself, after)
-        from hive_init.runtime.execwrap import wrap
+        # do that, so the exec wrapper runs first (and switches the user itself, after). It runs
+        # as root: it gets an empty environment, the program's comes on env_fd for the final exec
+        from hive_init.runtime.execwrap import WRAPPER_ENVIRONMENT, environment_fd, wrap
 
-        argv = wrap(argv, listen_fds, run_as if switch else None)
+        try:
+            env_fd = environment_fd(os.environ if env is None else env)
+        except OSError as e:
+            raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", exits.CANNOT_EXECUTE) from None
+        argv = wrap(argv, listen_fds, run_as if switch else None, env_fd)
+        env = WRAPPER_ENVIRONMENT
         switch = False
     pipe = subprocess.PIPE if capture else None
     # without a new session (single-command mode), the child still gets a process group of its
@@ -150,7 +157,7 @@ def spawn(
             user=target.uid if target is not None else None,
             group=target.gid if target is not None else None,
             extra_groups=list(target.groups) if target is not None else None,
-            pass_fds=tuple(fd for fd, _ in listen_fds),
+            pass_fds=tuple(fd for fd, _ in listen_fds) + ((env_fd,) if env_fd is not None else ()),
             process_group=process_group,
         )
     except FileNotFoundError as e:
@@ -165,6 +172,8 @@ def spawn(
         raise SpawnError(f"cannot start {argv[0]!r}: {e.strerror or e}", exits.CANNOT_EXECUTE) from None
     finally:
         faults.block_again()
+        if env_fd is not None:
+            os.close(env_fd)  # the child has its own copy
     for stream in (popen.stdout, popen.stderr):
         if stream is not None:
             os.set_blocking(stream.fileno(), False)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tests.helpers import wait_until
+
 T = TypeVar("T")
 
 # the installed console script, as users (and Docker's ENTRYPOINT) run it
@@ -34,15 +36,10 @@ FAULTS = [signal.SIGILL, signal.SIGTRAP, signal.SIGABRT, signal.SIGBUS, signal.S
 
 
 def until(predicate: Callable[[], T], timeout: float = 20, what: str = "") -> T:
-    """The predicate's first true value, checked every 10 ms, or AssertionError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
-        time.sleep(0.01)
+    """tests.helpers.wait_until checked every 10 ms: the single-mode tests wait for short windows
+    (a signal's delivery, a child's exit)."""
+    value: T = wait_until(predicate, timeout, what, interval=0.01)
+    return value
 
 
 def proc_state(pid: int) -> str | None:

@@ -51,6 +51,8 @@ def normal(text: str, how: str) -> list[str]:
         return sorted(" ".join(line.split()[:2]) for line in lines)
     if how == "first":
         return lines[:1]
+    if how == "avail":  # NAME, in use|avail, auto|manual; sorted, without the priorities
+        return sorted(" ".join(line.split()[:-1]) for line in lines)
     lines = [re.sub(r"pid \d+, uptime [\d:]+", "pid N, uptime U", line) for line in lines]
     if how == "pid":
         lines = ["N" if line.isdigit() and line != "0" else line for line in lines]
@@ -70,9 +72,9 @@ def both(tmp_path, start_init):
     real.close()
 
 
-def ours(init: Init, tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+def ours(init: Init, tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([supervisorctl_link(tmp_path), *args], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "HIVE_INIT_SOCKET": init.socket})
+                          env={"PATH": "/usr/bin:/bin", "HIVE_INIT_SOCKET": init.socket, **(env or {})})
 
 
 def test_the_same_answers_and_exit_statuses(both, tmp_path):
@@ -120,3 +122,26 @@ def test_a_start_script_runs_supervisorctl_start(start_init, tmp_path):
     init.wait_msg("cron-up", "cron")
     assert init.wait_msg("boot-done", "boot")
     assert init.wait_msg("cron: started", "boot")
+
+
+def test_avail_and_reread_read_the_file_as_supervisorctl_does(both, tmp_path):
+    """`avail` and `reread` compare the config file with what runs: the same names, states and
+    auto/manual (supervisord's order and its priority numbers aside), before and after a program
+    is added to the file and one removed from it, and the same usage error."""
+    real, init = both
+    env = {"HIVE_INIT_CONFIG": str(init.config_path)}
+
+    def differences() -> list[str]:
+        found = []
+        for command, how in (("reread", "line"), ("avail", "avail"), ("avail x", "first"), ("reread x", "first")):
+            theirs = real.ctl(*command.split())
+            mine = ours(init, tmp_path, *command.split(), env=env)
+            want, got = (normal(theirs.stdout, how), theirs.returncode), (normal(mine.stdout, how), mine.returncode)
+            if want != got:
+                found.append(f"{command}: supervisorctl {want}, ours {got} (stderr {mine.stderr.strip()!r})")
+        return found
+
+    assert differences() == []
+    real.conf.write_text(real.conf.read_text().replace("[program:cron]", "[program:added]"))
+    init.config_path.write_text(init.config_path.read_text().replace("[programs.cron]", "[programs.added]"))
+    assert differences() == []
