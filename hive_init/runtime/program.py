@@ -5,6 +5,8 @@ The task decides *when* something happened; what that does to the program's stat
 lookup in runtime/state.py's TRANSITIONS (state x event -> next state), made in `_fire` and
 nowhere else. `want_up` is the operator's wish (s6's "want up"), not a state."""
 
+import errno
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -128,10 +130,28 @@ class Program:
         self._wakeup.set()
 
     def signal(self, signum: int) -> bool:
-        return self.child.signal(signum) if self.child is not None else False
+        """An operator's signal (`hive-init signal`): False if not running; a refusal is raised,
+        for the control socket to answer with."""
+        if self.child is None:
+            return False
+        if self.child.signal(signum):
+            return True
+        if self.child.denied:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        return False
 
     def signal_group(self, signum: int) -> bool:
-        return self.child.signal(signum, group=True) if self.child is not None else False
+        return self._send(self.child, signum, group=True) if self.child is not None else False
+
+    def _send(self, child: Child, signum: int, group: bool | None = None) -> bool:
+        """A signal of the program's own lifecycle (stop plan, kills): a refusal is logged, and the
+        program then stays as it is, as supervisord leaves a program it cannot kill."""
+        if child.signal(signum, group):
+            return True
+        if child.denied:
+            self.log.error(f"cannot send {signal_name(signum)}: {os.strerror(errno.EPERM)} (is CAP_KILL dropped?)",
+                           pid=child.pid)
+        return False
 
     # ---- the program's own task ---------------------------------------------------------------
     async def run(self) -> None:
@@ -303,18 +323,18 @@ class Program:
         self._fire(Event.RESTART if self._failure else Event.STOP, self._failure or "")
         try:
             for signum, wait in self.kind.stop_plan():
-                child.signal(signum)
+                self._send(child, signum)
                 with anyio.move_on_after(wait):
                     await child.exited.wait()
                 if child.code is not None:
                     return
                 self.log.warning(f"still running {wait:g}s after {signal_name(signum)}")
-            child.signal(signal.SIGKILL, group=True)
+            self._send(child, signal.SIGKILL, group=True)
             await child.exited.wait()
         except anyio.get_cancelled_exc_class():
             # the shutdown deadline passed, or a second TERM: no more grace
             with anyio.CancelScope(shield=True):
-                if child.signal(signal.SIGKILL, group=True):
+                if self._send(child, signal.SIGKILL, group=True):
                     self.log.warning("killed (no time left to stop gracefully)", pid=child.pid)
                 await wait_exit(child, KILL_WAIT)  # bounded: the reaper may be cancelled too
             raise

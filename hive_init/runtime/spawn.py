@@ -37,6 +37,7 @@ class Child:
     exited: anyio.Event = field(default_factory=anyio.Event)
     leftovers_killed: bool = False
     on_exit: "Callable[[Child], None] | None" = None
+    denied: bool = False  # the last signal() was refused by the kernel (EPERM)
 
     @property
     def stdout(self) -> int | None:
@@ -50,7 +51,10 @@ class Child:
         return time.monotonic() - self.started_at
 
     def signal(self, signum: int, group: bool | None = None) -> bool:
-        """Signal the child (its whole process group unless told otherwise); False if it is gone."""
+        """Signal the child (its whole process group unless told otherwise); False if it is gone,
+        or if the kernel refused (`denied` then says so): root without CAP_KILL (`--cap-drop=KILL`)
+        may not signal another user's process, and PID 1 must live on to say it, not die of it."""
+        self.denied = False
         if self.code is not None:
             return False
         try:
@@ -60,6 +64,9 @@ class Child:
                 os.kill(self.pid, signum)
             return True
         except ProcessLookupError:
+            return False
+        except PermissionError:
+            self.denied = True
             return False
 
     def _exited(self, code: int) -> None:

@@ -4,6 +4,7 @@ away itself (EPIPE, ECONNRESET, a reader stuck past the send deadline) is droppe
 The real init, as PID 1, through its real control socket."""
 
 import shutil
+import signal
 import socket
 import sys
 import textwrap
@@ -83,3 +84,26 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     except OSError:
         return True
     return False
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_program_the_kernel_will_not_let_us_stop_does_not_take_the_init_down(start_init):
+    """The same refusal in the program's own stop (its stop_signal, then SIGKILL): said in one
+    line each, and the shutdown still ends at its deadline (as PID 1, the kernel then ends what
+    is left) instead of the init dying with an internal error the moment it tries."""
+    init = start_init("""
+        [init]
+        shutdown_timeout = "3s"
+        [programs.s]
+        command = ["sleep", "infinity"]
+        user = "nobody"
+        stop_timeout = "1s"
+    """, pid1=True, prefix=["setpriv", "--bounding-set=-kill", "--"])
+    init.wait_state("s", "READY")
+    init.signal(signal.SIGTERM)
+    assert init.wait(timeout=60) == 0  # a bound on a hang, not on speed
+    refused = [e["msg"] for e in init.events() if e.get("msg", "").startswith("cannot send")]
+    assert refused[:2] == ["cannot send SIGTERM: Operation not permitted (is CAP_KILL dropped?)",
+                           "cannot send SIGKILL: Operation not permitted (is CAP_KILL dropped?)"], refused
+    assert not [e for e in init.events() if "internal error" in e.get("msg", "")]
