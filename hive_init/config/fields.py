@@ -47,7 +47,10 @@ class Table:
         return value
 
     def string(self, key: str, default: Any = _MISSING) -> Any:
-        return self.typed(key, str, default, "a string")
+        value = self.typed(key, str, default, "a string")
+        if isinstance(value, str) and "\0" in value:  # every string here reaches a C API, which would cut it
+            raise self.error(key, "must not contain a NUL character")
+        return value
 
     def boolean(self, key: str, default: Any = _MISSING) -> Any:
         return self.typed(key, bool, default, "true or false")
@@ -108,6 +111,8 @@ class Table:
             raise self.error(key, f"expected a list of strings, got {_describe(value)}")
         if not value and not allow_empty:
             raise self.error(key, "must not be empty")
+        if any("\0" in v for v in value):
+            raise self.error(key, "must not contain a NUL character")
         return tuple(value)
 
     def table(self, key: str, default: Any = _MISSING) -> "Table | None":

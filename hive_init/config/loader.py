@@ -385,6 +385,8 @@ def _environment(t: Table) -> tuple[tuple[str, str], ...]:
             raise env.error(key, "expected a string value")
         if not key or "=" in key or "\0" in key:
             raise env.error(key, "is not a valid environment variable name")
+        if "\0" in str(value):  # execve could not pass it: refused here, not at spawn
+            raise env.error(key, "must not contain a NUL character")
         out.append((key, str(value)))
     return tuple(out)
 

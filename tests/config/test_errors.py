@@ -35,6 +35,9 @@ CASES = {
     "no programs": ("[init]\nshutdown_timeout = \"5s\"", "no program is configured"),
     "bad probe": ('[programs.api]\ncommand = ["x"]\n[programs.api.readiness]\nperiod = "1s"', "programs.api.readiness: needs exactly one of"),
     "bad http address": ('[init]\nhttp = "localhost"\n[programs.api]\ncommand = ["x"]', "init.http: expected \"host:port\""),
+    "NUL in an environment value": ('[programs.api]\ncommand = ["x"]\nenvironment = { A = "a\\u0000b" }',
+                                    "programs.api.environment.A: must not contain a NUL character"),
+    "NUL in a command": ('[programs.api]\ncommand = ["x", "a\\u0000b"]', "programs.api.command: must not contain a NUL character"),
     "oneshot always": ('[programs.api]\ncommand = ["x"]\noneshot = true\nrestart = "always"', "programs.api.restart: a oneshot"),
 }
 
