@@ -102,20 +102,29 @@ def test_a_signal_sent_during_the_start_is_not_lost(prefix, signum):
     try:
         pid = until(lambda: next(iter(children(proc.pid)), None)) if prefix else proc.pid
 
+        seen: dict[str, object] = {}  # the last look, said if the wait fails (seen once in a long run)
+
         def sent() -> bool:  # once hive-init has blocked it (before that, its default would apply)
             try:
-                if "python" not in os.path.basename(os.readlink(f"/proc/{pid}/exe")):
+                seen["exe"] = os.readlink(f"/proc/{pid}/exe")
+                if "python" not in os.path.basename(str(seen["exe"])):
                     return False  # still unshare's fork (it blocks TERM and INT around its fork)
                 with open(f"/proc/{pid}/status") as f:
-                    blk = next(line for line in f if line.startswith("SigBlk:"))
-            except (OSError, StopIteration):
+                    status = {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+                seen.update({k: status.get(k) for k in ("State", "SigBlk", "SigPnd", "ShdPnd")})
+                blk = status["SigBlk"]
+            except (OSError, KeyError) as e:
+                seen["error"] = repr(e)
                 return False
-            if int(blk.split()[1], 16) & (1 << (signum - 1)):
+            if int(blk, 16) & (1 << (signum - 1)):
                 os.kill(pid, signum)
                 return True
             return False
 
-        until(sent, what="hive-init blocking signals")
+        try:
+            until(sent, what="hive-init blocking signals")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last seen of pid {pid}: {seen}; unshare exit: {proc.poll()}") from None
         assert proc.wait(30) == 128 + signum
     finally:
         kill_tree(proc)
