@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         from hive_init.healthcheck import main as health
 
         return health(argv[1] if len(argv) == 3 else None)
+    config = _plain_run(argv)
+    if config is not None:  # `run [-c CONFIG]`, what every container starts: no argparse either
+        return _run_config(config or None)
     from hive_init import exits
 
     args = _parser().parse_args(argv)
@@ -157,11 +160,30 @@ def _run(args) -> int:  # args: argparse.Namespace
         print("hive-init: run: --rewrite, --child-only, --success-exit, --parent-death-signal and --verbose "
               "are for single-command mode (-- CMD)", file=sys.stderr)
         return exits.USAGE
-    from hive_init import log
+    return _run_config(args.config)
+
+
+def _plain_run(argv: list[str]) -> str | None:
+    """The config file of `run`, `run -c CONFIG`, `run --config CONFIG` or `run --config=CONFIG`
+    ("" when none is given), None for anything else (argparse's turn). argparse, with the gettext
+    lookups of its help texts, is ~10 ms of every start before the first spawn; these shapes mean
+    the same to it, a value that looks like an option excepted (it would refuse it)."""
+    if argv == ["run"]:
+        return ""
+    if len(argv) == 3 and argv[0] == "run" and argv[1] in ("-c", "--config") and not argv[2].startswith("-"):
+        return argv[2]
+    if len(argv) == 2 and argv[0] == "run" and argv[1].startswith("--config=") and len(argv[1]) > 9:
+        return argv[1][9:]
+    return None
+
+
+def _run_config(config_file: str | None) -> int:
+    """Config mode: the programs of a config file, supervised until the container stops."""
+    from hive_init import exits, log
     from hive_init.config import ConfigError, load
 
     _register_kinds()
-    path = config_path(args.config)
+    path = config_path(config_file)
     try:
         config = load(path)
         if any(spec.listen for spec in config.programs.values()):
