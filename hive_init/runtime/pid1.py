@@ -23,11 +23,15 @@ PR_SET_CHILD_SUBREAPER = 36
 # signal *sent* with kill(2) (SI_USER) waits, blocked, for the fault waiter to collect it.
 FAULTS = frozenset((4, 5, 6, 7, 8, 11, 31))  # ILL, TRAP, ABRT, BUS, FPE, SEGV, SYS (x86/arm Linux)
 
-# Every signal that can be caught: PID 1 gets no default action for signals it has no handler
-# for, so each one has a handler (the supervisor's SignalQueue), even if only to log it. The
-# faults among them are the ones sent with kill(2): a fault of our own still kills the init
-# (FAULTS above says how).
+# Every signal that can be caught. Not PID 1, each one has a handler (the supervisor's
+# SignalQueue), if only to log it: its default action would kill the init. As PID 1 the kernel
+# applies no default action, so a signal we have no use for is left at SIG_DFL and the kernel
+# drops it at send: nothing queued, nothing woken (31,000 queued real-time signals cost the
+# kernel seconds of its own time to hand out, one list walk each). The faults among them are
+# the ones sent with kill(2): a fault of our own still kills the init (FAULTS above says how).
 CATCHABLE = tuple(s for s in _signal.valid_signals() if s not in (_signal.SIGKILL, _signal.SIGSTOP))
+# Python itself ignores these two (writes to a closed pipe give EPIPE instead); they stay so.
+PYTHON_IGNORES = frozenset((_signal.SIGPIPE, _signal.SIGXFSZ))
 
 ExitHandler = Callable[[int], None]
 
@@ -119,8 +123,13 @@ class SignalQueue:
     merges repeats of a signal as well.
     """
 
-    def __init__(self, signals: Iterable[int]):
-        self.signals = tuple(signals)
+    def __init__(self, actions: Iterable[int]):
+        """`actions`: the signals the init acts on. What else can be caught is handled here:
+        recorded and yielded too (the caller logs and ignores it), or, as PID 1, left to the
+        kernel to drop (CATCHABLE says why)."""
+        self.pid1 = os.getpid() == 1
+        actions = frozenset(actions)
+        self.signals = tuple(sorted(actions)) if self.pid1 else CATCHABLE
         self.pending: dict[int, None] = {}  # insertion-ordered set
         self._wake: anyio.Event | None = None
 
@@ -132,15 +141,22 @@ class SignalQueue:
         for signum in self.signals:
             loop.add_signal_handler(signum, self._woken)
             signal.signal(signum, self._record)
+        if self.pid1:  # what we have no use for: the default, which the kernel never applies to PID 1
+            for signum in set(CATCHABLE) - set(self.signals) - PYTHON_IGNORES:
+                signal.signal(signum, signal.SIG_DFL)
         # a full socket is expected in a storm and handled above: no warning for each byte
         fd = signal.set_wakeup_fd(-1)
         signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        # Faults sent with kill(2) would kill a process that is not PID 1 even with a handler
+        # (FAULTS says why): blocked, and collected by a thread. PID 1 needs none of that.
+        blocked = set() if self.pid1 else set(FAULTS)
         # what `hive-init run` held back during its start arrives now; children inherit the mask
-        # (spawn unblocks the faults around its fork: see children_mask)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(self.signals) - FAULTS)
-        signal.pthread_sigmask(signal.SIG_BLOCK, FAULTS & set(self.signals))
+        # (spawn unblocks the faults around its fork: see unblock_faults)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(CATCHABLE) - blocked)
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         self._waiter = None
-        if FAULTS & set(self.signals):
+        if blocked:
             import threading
 
             self._stop_waiter = False

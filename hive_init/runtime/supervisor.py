@@ -21,12 +21,14 @@ from hive_init import exits, log, redact
 from hive_init.config.model import Config
 from hive_init.runtime import oom, resources
 from hive_init.runtime.listen import held
-from hive_init.runtime.pid1 import CATCHABLE, SignalQueue, become_subreaper, reaper, signal_name
+from hive_init.runtime.pid1 import SignalQueue, become_subreaper, reaper, signal_name
 from hive_init.runtime.program import Program
 from hive_init.runtime.spawn import KILL_WAIT  # also how long SIGKILLed programs get at the shutdown deadline
 from hive_init.runtime.state import Board, State
 
 SHUTDOWN = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+# what _signals acts on; every other catchable signal is ignored (SignalQueue says how)
+ACTIONS = (*SHUTDOWN, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 REPEAT_WINDOW = 0.5  # seconds: a second TERM/INT sooner than this is the same request delivered twice
 
 
@@ -237,7 +239,7 @@ class Supervisor:
 
     # ---- signals -----------------------------------------------------------------------------
     async def _signals(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        with SignalQueue(CATCHABLE) as signals:
+        with SignalQueue(ACTIONS) as signals:
             task_status.started()
             reaper.reap()  # children that exited before the handler existed
             async for signum in signals:

@@ -77,29 +77,28 @@ def test_a_follow_client_that_never_reads_loses_lines_not_the_init(start_init, t
         command = ["{sys.executable}", "{script}"]
     """)
     init.wait_state("flood", "READY")
-    with socket.socket(socket.AF_UNIX) as stuck, socket.socket(socket.AF_UNIX) as stuck_n:
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.connect(init.socket)
-        stuck.sendall(b'{"cmd":"logs","name":"flood","lines":1000,"follow":true}\n')
-        stuck_n.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck_n.connect(init.socket)
-        stuck_n.sendall(b'{"cmd":"logs","name":"flood","lines":1000}\n')  # 16 MB of reply, never read
-        wait_until(lambda: _closed_by_peer(stuck_n), 30, "the init to drop the reader of 16 MB")
-        assert init.proc.poll() is None, "\n".join(init.raw[-20:])
-        assert init.ctl("status").returncode == 0
-        # a `logs -f` whose stdout is a pipe nobody reads (`| sleep`), as `| less` does
-        sleeper = subprocess.Popen(f"{sys.executable} -m hive_init -s {init.socket} logs -f flood | sleep 60",
-                                   shell=True, start_new_session=True)
-        try:
-            watch_until = time.monotonic() + 8  # past the 5 s deadline that used to end the init
+    # a `logs -f` whose stdout is a pipe nobody reads (`| sleep`), as `| less` does
+    sleeper = subprocess.Popen(f"{sys.executable} -m hive_init -s {init.socket} logs -f flood | sleep 60",
+                               shell=True, start_new_session=True)
+    watch_until = time.monotonic() + 8  # past the 5 s deadline that used to end the init
+    try:
+        with socket.socket(socket.AF_UNIX) as stuck, socket.socket(socket.AF_UNIX) as stuck_n:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.connect(init.socket)
+            stuck.sendall(b'{"cmd":"logs","name":"flood","lines":1000,"follow":true}\n')
+            stuck_n.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck_n.connect(init.socket)
+            stuck_n.sendall(b'{"cmd":"logs","name":"flood","lines":1000}\n')  # 16 MB of reply, never read
+            wait_until(lambda: _closed_by_peer(stuck_n), 30, "the init to drop the reader of 16 MB")
             while time.monotonic() < watch_until:
                 assert init.proc.poll() is None, "\n".join(init.raw[-20:])
                 time.sleep(0.2)
             assert init.ctl("status").returncode == 0
             assert init.program("flood")["restarts"] == 0
-        finally:
-            os.killpg(sleeper.pid, 9)
-            sleeper.wait()
+    finally:
+        os.killpg(sleeper.pid, 9)
+        sleeper.wait()
+    assert init.proc.poll() is None
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:

@@ -19,6 +19,7 @@ from hive_app import vectors
 from hive_app.logs import QuietProbes, Redact
 from hive_app.settings import SettingsError, from_env, normalise_url, redact_url
 
+from tests.helpers import wait_until
 from tests.images.app_postgres import LocalPostgres, free_port
 from tests.images.conftest import APP_SRC
 
@@ -267,7 +268,14 @@ def test_survives_a_postgresql_restart(pg, apps, tmp_path):
     # an app started while the database is away waits for it instead of exiting
     late = AppProcess(tmp_path, "genie", pg.url("hive", PASSWORDS["hive"], "hive_genie"))
     try:
-        time.sleep(1.0)
+        def answering() -> bool:
+            assert late.proc.poll() is None, "the app exited while the database was away"
+            try:
+                return late.client.get("/api/v1/health").status_code == 503
+            except httpx.TransportError:
+                return False  # not listening yet
+
+        wait_until(answering, 30, "the late app to answer while the database is away")
         assert late.proc.poll() is None
         r = late.client.get("/api/v1/health")
         assert r.status_code == 503 and r.json()["status"] == "unavailable"

@@ -14,7 +14,7 @@ import urllib.request
 import psutil
 import pytest
 
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, wait_until
 from tests.images.test_emulation import boot, genie_config
 
 pytestmark = [pytest.mark.skipif(not ROOT, reason="needs root: PID namespace, the postgres user"), pytest.mark.pid1]
@@ -89,7 +89,8 @@ def test_acknowledged_writes_survive_repeated_kills(open_tmp, postgres_user):
                 kills += 1
         init.wait_state("postgres", "READY", timeout=120)
         init.wait_state("api", "READY", timeout=120)
-        time.sleep(0.5)
+        recovered = len(acknowledged)  # and writes are acknowledged again after the last recovery
+        wait_until(lambda: len(acknowledged) >= recovered + 5, 60, "writes acknowledged after the last kill")
         stop.set()
         thread.join(15)
         status = init.status()

@@ -175,7 +175,7 @@ def test_genie_runs_stops_cleanly_and_keeps_its_data(podman, images, containers,
         after = programs(podman, first)
         assert after["api"]["pid"] == api_pid and after["api"]["restarts"] == 0, after
         assert client.get(f"/api/v1/sessions/{session['id']}").json() == session
-    time.sleep(2)
+    time.sleep(2)  # not synchronisation: a quiet moment before the figure for the notes
     note("memory at rest", podman.memory_usage(first))
 
     start = time.monotonic()

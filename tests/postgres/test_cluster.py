@@ -15,7 +15,7 @@ import pytest
 
 from hive_init.config import ConfigError
 from hive_init.config.model import ProgramSpec
-from hive_init.postgres import layout, processes
+from hive_init.postgres import firstboot, layout, processes
 from hive_init.postgres.kind import PostgresKind
 from hive_init.runtime.kind import PrepareError, kind_for
 from hive_init.runtime.spawn import Child, run_command, spawn
@@ -257,13 +257,13 @@ def test_wrong_or_missing_password_fails_clearly_and_makes_nothing(scratch, tmp_
         f.write("local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n")
     os.chmod(hba, 0o644)
     spec = spec_from(base_toml(scratch, port, f'hba_file = "{hba}"'))
-    privates_before = set(os.listdir("/tmp"))
     with pytest.raises(PrepareError) as e:
         run_with_reaper(lambda: boot(spec))
     text = str(e.value)
     assert text.startswith("cannot log in as superuser 'postgres' over the unix socket:") and "\n" not in text
     assert not os.path.exists(data_dir) and not layout.siblings(data_dir)
-    assert not {n for n in set(os.listdir("/tmp")) - privates_before if n.startswith("hive-init-pg-")}
+    # this data_dir's private dirs only: other runs on the machine make their own
+    assert not firstboot.private_leftovers(data_dir, spec.run_as)
 
     # with the password it boots; with a wrong one it says so, without showing it
     spec = spec_from(base_toml(scratch, port, f'hba_file = "{hba}"\nsuperuser_password = "{SUPER_PASSWORD}"'))
