@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         import hive_init
 
         hive_init.block_signals()
+        config = _plain_run(argv)
+        if config is not None:  # `run [-c CONFIG]`, what every container starts: no argparse, no single
+            return _run_config(config or None)
         # `run -- CMD`: the lean path, before argparse and everything config mode needs
         from hive_init.runtime import single
 
@@ -92,9 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         from hive_init.healthcheck import main as health
 
         return health(argv[1] if len(argv) == 3 else None)
-    config = _plain_run(argv)
-    if config is not None:  # `run [-c CONFIG]`, what every container starts: no argparse either
-        return _run_config(config or None)
+    status = _plain_status(argv)
+    if status is not None:  # run by health checks and scripts every few seconds: no argparse either
+        from hive_init import ctl
+
+        try:
+            return ctl.main(status)
+        except KeyboardInterrupt:
+            return 130
     from hive_init import exits
 
     args = _parser().parse_args(argv)
@@ -175,6 +183,27 @@ def _plain_run(argv: list[str]) -> str | None:
     if len(argv) == 2 and argv[0] == "run" and argv[1].startswith("--config=") and len(argv[1]) > 9:
         return argv[1][9:]
     return None
+
+
+def _plain_status(argv: list[str]):  # -> types.SimpleNamespace | None
+    """`[-s SOCKET | -c CONFIG]... status [--json] [NAME...]` as argparse would read it, None for
+    anything else (a value or name that looks like an option included: argparse's turn). Building
+    the whole parser, its help texts looked up by gettext, is ~25 ms of a 50 ms command."""
+    options = {"-s": "socket", "--socket": "socket", "-c": "ctl_config", "--config": "ctl_config"}
+    found: dict[str, str | None] = {"socket": None, "ctl_config": None}
+    i = 0
+    while i + 1 < len(argv) and argv[i] in options and not argv[i + 1].startswith("-"):
+        found[options[argv[i]]] = argv[i + 1]
+        i += 2
+    if argv[i:i + 1] != ["status"]:
+        return None
+    rest = argv[i + 1:]
+    if any(token.startswith("-") and token != "--json" for token in rest):
+        return None
+    import types
+
+    return types.SimpleNamespace(command="status", json="--json" in rest,
+                                 names=[token for token in rest if token != "--json"], **found)
 
 
 def _run_config(config_file: str | None) -> int:
