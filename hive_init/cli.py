@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         import hive_init
 
         hive_init.block_signals()
+        config = _plain_run(argv)
+        if config is not None:  # `run [-c CONFIG]`, what every container starts: no argparse, no single
+            return _run_config(config or None)
         # `run -- CMD`: the lean path, before argparse and everything config mode needs
         from hive_init.runtime import single
 
@@ -92,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         from hive_init.healthcheck import main as health
 
         return health(argv[1] if len(argv) == 3 else None)
+    status = _plain_status(argv)
+    if status is not None:  # run by health checks and scripts every few seconds: no argparse either
+        from hive_init import ctl
+
+        try:
+            return ctl.main(status)
+        except KeyboardInterrupt:
+            return 130
     from hive_init import exits
 
     args = _parser().parse_args(argv)
@@ -157,11 +168,51 @@ def _run(args) -> int:  # args: argparse.Namespace
         print("hive-init: run: --rewrite, --child-only, --success-exit, --parent-death-signal and --verbose "
               "are for single-command mode (-- CMD)", file=sys.stderr)
         return exits.USAGE
-    from hive_init import log
+    return _run_config(args.config)
+
+
+def _plain_run(argv: list[str]) -> str | None:
+    """The config file of `run`, `run -c CONFIG`, `run --config CONFIG` or `run --config=CONFIG`
+    ("" when none is given), None for anything else (argparse's turn). argparse, with the gettext
+    lookups of its help texts, is ~10 ms of every start before the first spawn; these shapes mean
+    the same to it, a value that looks like an option excepted (it would refuse it)."""
+    if argv == ["run"]:
+        return ""
+    if len(argv) == 3 and argv[0] == "run" and argv[1] in ("-c", "--config") and not argv[2].startswith("-"):
+        return argv[2]
+    if len(argv) == 2 and argv[0] == "run" and argv[1].startswith("--config=") and len(argv[1]) > 9:
+        return argv[1][9:]
+    return None
+
+
+def _plain_status(argv: list[str]):  # -> types.SimpleNamespace | None
+    """`[-s SOCKET | -c CONFIG]... status [--json] [NAME...]` as argparse would read it, None for
+    anything else (a value or name that looks like an option included: argparse's turn). Building
+    the whole parser, its help texts looked up by gettext, is ~25 ms of a 50 ms command."""
+    options = {"-s": "socket", "--socket": "socket", "-c": "ctl_config", "--config": "ctl_config"}
+    found: dict[str, str | None] = {"socket": None, "ctl_config": None}
+    i = 0
+    while i + 1 < len(argv) and argv[i] in options and not argv[i + 1].startswith("-"):
+        found[options[argv[i]]] = argv[i + 1]
+        i += 2
+    if argv[i:i + 1] != ["status"]:
+        return None
+    rest = argv[i + 1:]
+    if any(token.startswith("-") and token != "--json" for token in rest):
+        return None
+    import types
+
+    return types.SimpleNamespace(command="status", json="--json" in rest,
+                                 names=[token for token in rest if token != "--json"], **found)
+
+
+def _run_config(config_file: str | None) -> int:
+    """Config mode: the programs of a config file, supervised until the container stops."""
+    from hive_init import exits, log
     from hive_init.config import ConfigError, load
 
     _register_kinds()
-    path = config_path(args.config)
+    path = config_path(config_file)
     try:
         config = load(path)
         if any(spec.listen for spec in config.programs.values()):

