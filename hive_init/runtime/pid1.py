@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
     import anyio
 
-PR_SET_CHILD_SUBREAPER = 36
 # Faults: the kernel sends these to a thread that did something wrong, and then a handler that
 # returns only makes the faulting instruction run again (Python's handler returns: the init would
 # spin forever instead of crashing). So they stay blocked in every thread of the init: a real
@@ -40,11 +39,11 @@ def become_subreaper() -> None:
     """Orphans of our children come to us instead of to the real PID 1 (tests, `docker run --init`)."""
     if os.getpid() == 1:
         return
-    import ctypes
+    from hive_init.prctl import PR_SET_CHILD_SUBREAPER, prctl
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    error = prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if error:
+        raise OSError(error, f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(error)}")
 
 
 def exit_code(info: os.waitid_result) -> int:

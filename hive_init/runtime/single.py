@@ -26,6 +26,9 @@ and continues it.
 # few milliseconds of every start and ~0.7 MiB for the container's life, for names we rarely need.
 import os
 
+from hive_init.prctl import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG
+from hive_init.prctl import prctl as call_prctl
+
 TYPING = False  # true for mypy only (pyproject: always_true): `typing` itself is not imported here
 if TYPING:  # the same functions and constants, typed by typeshed's `signal` (no stubs for _signal)
     import signal
@@ -41,8 +44,6 @@ NEVER_FORWARDED = {signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP}  # our own / 
 JOB_STOPS = {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 GROUP_GRACE = 2.0  # seconds the rest of the child's group has between TERM and KILL
 KILL_WAIT = 1.0  # seconds for what was KILLed to be reaped before we exit anyway
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
 
 
 class Plan:
@@ -203,26 +204,10 @@ def block_signals() -> set[int]:
 
 
 def prctl(option: int, value: int, what: str) -> bool:
-    """prctl(2) through `_ctypes`, the C module: `ctypes` itself builds its whole type zoo at
-    import (struct and all), several ms before every child's first line; this needs one int."""
-    import _ctypes
-
-    # typeshed types _ctypes for ctypes' own use: a C int class, the process's own symbols
-    # (dlopen(NULL)) and a function pointer looked up in them are what ctypes builds the same way
-    class Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
-        _type_ = "i"
-
-    class Libc:
-        _handle = _ctypes.dlopen(None)  # type: ignore[arg-type]
-
-    class Function(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = Int
-
-    if Function(("prctl", Libc))(option, value, 0, 0, 0) != 0:  # type: ignore[arg-type]
-        say(f"prctl({what}) failed: {os.strerror(_ctypes.get_errno())}")
-        return False
-    return True
+    error = call_prctl(option, value)
+    if error:
+        say(f"prctl({what}) failed: {os.strerror(error)}")
+    return not error
 
 
 def become_subreaper() -> None:
