@@ -145,7 +145,7 @@ class Program:
 
     def _send(self, child: Child, signum: int, group: bool | None = None) -> bool:
         """A signal of the program's own lifecycle (stop plan, kills): a refusal is logged, and the
-        program then stays as it is, as supervisord leaves a program it cannot kill."""
+        program then stays as it is (a shutdown still ends at its deadline)."""
         if child.signal(signum, group):
             return True
         if child.denied:
