@@ -39,13 +39,6 @@ def burst(pid: int, kinds: list[int], rounds: int = ROUNDS) -> int:
     return sent
 
 
-def pending_signals(pid: int) -> set[int]:
-    """The signals waiting for the process as a whole (ShdPnd of /proc/PID/status)."""
-    with open(f"/proc/{pid}/status") as f:
-        mask = int(next(line for line in f if line.startswith("ShdPnd:")).split()[1], 16)
-    return {n for n in range(1, 65) if mask & (1 << (n - 1))}
-
-
 def steady_init(start_init, **kwargs):
     init = start_init("""
         [programs.steady]
@@ -90,7 +83,8 @@ def test_real_time_signals_are_ignored_too(start_init):
         # PID 1 has no use for them and leaves them at their default, which the kernel never
         # applies to PID 1: dropped at send, none left waiting (31,000 queued ones once cost the
         # kernel seconds of list walks to hand out, the init silent meanwhile)
-        assert pending_signals(pid) & REAL_TIME == set()
+        pending = signal_set(pid, "ShdPnd")
+        assert {n for n in REAL_TIME if pending & (1 << (n - 1))} == set()
     wait_until(lambda: init.ctl("status").returncode == 0, 30, "the init answering after the burst")
     assert all(p["state"] == "READY" and p["restarts"] == 0 for p in init.status()["programs"])
     assert init.stop() == 0
@@ -143,7 +137,8 @@ def test_term_while_programs_wait_for_dependencies_stops_at_once(start_init, tmp
 
 
 def signal_set(pid: int, field: str) -> int:
-    """SigBlk (blocked) or SigCgt (caught) of a process, as a bit mask (signal N is bit N-1)."""
+    """SigBlk (blocked), SigCgt (caught) or ShdPnd (pending) of a process, as a bit mask (signal N
+    is bit N-1)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
